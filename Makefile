@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make run` and `make test`. Both build .venv from scratch.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench soak tools clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed: install python3.11 and run make again"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+tools:
+	@command -v gcloud >/dev/null 2>&1 || { echo "gcloud is missing: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then run make again"; exit 1; }
+	@command -v java >/dev/null 2>&1 || { echo "java is missing: install a JRE (apt-get install openjdk-17-jre-headless), then run make again"; exit 1; }
+	@[ -d "$$(dirname "$$(dirname "$$(readlink -f "$$(command -v gcloud)")")")/platform/cloud-firestore-emulator" ] || { echo "the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or apt-get install google-cloud-cli-firestore-emulator)"; exit 1; }
+
+run: tools $(STAMP)
+	$(PY) -m service.devstack
+
+test: tools $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: tools $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .devstack .pytest_cache

@@ -1,0 +1,1 @@
+"""Flask blueprints: thin HTTP adapters that call one service function each."""

@@ -1,0 +1,35 @@
+"""The provider-authentication decorator shared by every provider endpoint."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from flask import g, request
+
+from service.components import current_components
+from service.providers import RequestOrigin, authenticate
+
+
+def request_origin() -> RequestOrigin:
+    """Describe where the current request came from, for audit events."""
+    return RequestOrigin(
+        ip=request.remote_addr, user_agent=request.user_agent.string[:200], path=request.path
+    )
+
+
+def provider_required(view: Callable) -> Callable:
+    """Let the view run only for a valid, unrevoked provider token; put it on `g.provider`."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        components = current_components()
+        g.provider = authenticate(
+            components.repos.providers,
+            components.repos.audit,
+            request.headers.get("Authorization"),
+            request_origin(),
+        )
+        return view(*args, **kwargs)
+
+    return wrapped

@@ -1,0 +1,1 @@
+"""Numbered, idempotent data migrations (`NNNN_name.py`, each with `apply(context)`)."""

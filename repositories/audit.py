@@ -1,0 +1,61 @@
+"""Append-only audit log: `audit_events/{auto}`. Who, what, when, from where; never PHI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from google.cloud import firestore
+
+COLLECTION = "audit_events"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    action: str
+    outcome: str
+    at: datetime
+    actor: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class AuditRepository:
+    """Append audit events and read them back (for tests and investigations)."""
+
+    def __init__(self, client: firestore.Client) -> None:
+        self._collection = client.collection(COLLECTION)
+
+    def append(self, event: AuditEvent) -> None:
+        self._collection.add(
+            {
+                "action": event.action,
+                "outcome": event.outcome,
+                "at": event.at,
+                "actor": event.actor,
+                "ip": event.ip,
+                "user_agent": event.user_agent,
+                "details": event.details,
+            }
+        )
+
+    def list(self, action: str | None = None, limit: int = 1000) -> list[AuditEvent]:
+        query = self._collection
+        if action is not None:
+            query = query.where(filter=firestore.FieldFilter("action", "==", action))
+        snapshots = query.limit(limit).stream()
+        events = [_event(snapshot.to_dict()) for snapshot in snapshots]
+        return sorted(events, key=lambda event: event.at)
+
+
+def _event(data: dict) -> AuditEvent:
+    return AuditEvent(
+        action=data["action"],
+        outcome=data["outcome"],
+        at=data["at"],
+        actor=data.get("actor"),
+        ip=data.get("ip"),
+        user_agent=data.get("user_agent"),
+        details=data.get("details") or {},
+    )

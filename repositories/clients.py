@@ -1,0 +1,45 @@
+"""Build the Google clients once per process, from Config."""
+
+from __future__ import annotations
+
+from google.api_core import exceptions as google_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore, storage
+
+from service.config import Config
+from service.errors import UnavailableError
+
+# Errors that mean "the dependency did not answer", as opposed to a bug in our request.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    google_exceptions.ServiceUnavailable,
+    google_exceptions.DeadlineExceeded,
+    google_exceptions.InternalServerError,
+    google_exceptions.TooManyRequests,
+    google_exceptions.RetryError,
+    google_exceptions.Aborted,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def make_firestore_client(config: Config) -> firestore.Client:
+    """Return a Firestore client; against the emulator when FIRESTORE_EMULATOR_HOST is set."""
+    # The library reads FIRESTORE_EMULATOR_HOST itself and then uses an insecure channel
+    # with the emulator's owner credentials, so nothing more is needed here.
+    return firestore.Client(project=config.project_id)
+
+
+def make_storage_client(config: Config) -> storage.Client:
+    """Return a Cloud Storage client; against fake-gcs-server when an emulator host is set."""
+    if config.storage_emulator_host:
+        return storage.Client(
+            project=config.project_id,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": config.storage_emulator_host},
+        )
+    return storage.Client(project=config.project_id)
+
+
+def unavailable(what: str, error: Exception) -> UnavailableError:
+    """Translate a transport error into the service's 503 error, naming the dependency."""
+    return UnavailableError(f"{what} is unavailable ({type(error).__name__})")

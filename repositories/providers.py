@@ -1,0 +1,68 @@
+"""Provider accounts: `providers/{provider_id}` holding a token hash, never the token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.cloud import firestore
+
+COLLECTION = "providers"
+
+
+@dataclass(frozen=True)
+class Provider:
+    provider_id: str
+    name: str
+    token_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class ProviderRepository:
+    """Read and write provider accounts."""
+
+    def __init__(self, client: firestore.Client) -> None:
+        self._collection = client.collection(COLLECTION)
+
+    def add(self, provider: Provider) -> None:
+        self._collection.document(provider.provider_id).create(
+            {
+                "name": provider.name,
+                "token_hash": provider.token_hash,
+                "created_at": provider.created_at,
+                "revoked_at": provider.revoked_at,
+            }
+        )
+
+    def get(self, provider_id: str) -> Provider | None:
+        snapshot = self._collection.document(provider_id).get()
+        if not snapshot.exists:
+            return None
+        return _provider(snapshot.id, snapshot.to_dict())
+
+    def list(self) -> list[Provider]:
+        snapshots = self._collection.order_by("created_at").stream()
+        return [_provider(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
+
+    def revoke(self, provider_id: str, revoked_at: datetime) -> bool:
+        """Mark the provider revoked; return False when no such provider exists."""
+        reference = self._collection.document(provider_id)
+        if not reference.get().exists:
+            return False
+        reference.update({"revoked_at": revoked_at})
+        return True
+
+
+def _provider(provider_id: str, data: dict) -> Provider:
+    return Provider(
+        provider_id=provider_id,
+        name=data["name"],
+        token_hash=data["token_hash"],
+        created_at=data["created_at"],
+        revoked_at=data.get("revoked_at"),
+    )

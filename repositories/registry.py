@@ -1,0 +1,67 @@
+"""One place that builds every repository from Config, and answers readiness probes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.api_core import exceptions as google_exceptions
+from google.cloud import firestore, storage
+from requests.exceptions import RequestException
+
+from repositories.audit import AuditRepository
+from repositories.clients import make_firestore_client, make_storage_client
+from repositories.migrations import MigrationRepository
+from repositories.providers import ProviderRepository
+from service.config import Config
+
+_PROBE_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass
+class Repositories:
+    """The clients and every repository built on them; created once per process."""
+
+    firestore: firestore.Client
+    storage: storage.Client
+    bucket: storage.Bucket
+    providers: ProviderRepository
+    audit: AuditRepository
+    migrations: MigrationRepository
+
+    def firestore_ready(self) -> str | None:
+        """Return None when Firestore answers, else a short reason."""
+        try:
+            self.firestore.collection("_meta").document("ping").get(
+                timeout=_PROBE_TIMEOUT_SECONDS, retry=None
+            )
+        except (google_exceptions.GoogleAPIError, ConnectionError, TimeoutError) as error:
+            return type(error).__name__
+        return None
+
+    def storage_ready(self) -> str | None:
+        """Return None when the archive bucket answers, else a short reason."""
+        try:
+            if not self.bucket.exists(timeout=_PROBE_TIMEOUT_SECONDS, retry=None):
+                return "bucket not found"
+        except (google_exceptions.GoogleAPIError, RequestException, ConnectionError) as error:
+            return type(error).__name__
+        return None
+
+    def ensure_bucket(self) -> None:
+        """Create the archive bucket if missing (development and tests only)."""
+        if not self.bucket.exists():
+            self.storage.create_bucket(self.bucket.name)
+
+
+def build_repositories(config: Config) -> Repositories:
+    """Create the Google clients and every repository for this process."""
+    firestore_client = make_firestore_client(config)
+    storage_client = make_storage_client(config)
+    return Repositories(
+        firestore=firestore_client,
+        storage=storage_client,
+        bucket=storage_client.bucket(config.archive_bucket),
+        providers=ProviderRepository(firestore_client),
+        audit=AuditRepository(firestore_client),
+        migrations=MigrationRepository(firestore_client),
+    )

@@ -1,0 +1,1 @@
+"""The intake service: configuration, flow engine, crypto, WhatsApp client, exports, CLI."""

@@ -1,0 +1,100 @@
+"""The application factory: one place that wires config, clients, blueprints and handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from service.components import EXTENSION_KEY, Components, build_components
+from service.config import Config
+from service.errors import ServiceError
+from service.logging import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, components: Components | None = None) -> Flask:
+    """Build the Flask app from config (read from the environment when not given)."""
+    if components is not None:
+        config = components.config
+    if config is None:
+        config = Config.from_env(os.environ)
+    configure_logging(config.project_id)
+    app = Flask(__name__)
+    # Cloud Run's front end is exactly one proxy hop: trust its X-Forwarded-For and -Proto only.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    app.config["SECRET_KEY"] = config.secret_key
+    app.config["MAX_CONTENT_LENGTH"] = 3 * 1024 * 1024  # Meta's webhook payload limit
+    app.extensions[EXTENSION_KEY] = components or build_components(config)
+    _register_blueprints(app)
+    _register_error_handlers(app)
+    _register_access_log(app)
+    from service.cli import cli
+
+    app.cli.add_command(cli, name="intake")
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from blueprints.exports import bp as exports_bp
+    from blueprints.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(exports_bp)
+
+
+def _error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def handle_service_error(error: ServiceError):
+        return jsonify(_error_body(error.code, str(error))), error.status
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = jsonify(_error_body(code, error.description or error.name))
+        return response, error.code or 500
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        logger.exception("unhandled error", extra={"path": request.path})
+        return jsonify({"error": {"code": "internal", "message": "internal error"}}), 500
+
+
+def _register_access_log(app: Flask) -> None:
+    access = logging.getLogger("service.access")
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response):
+        started = g.get("request_started", time.perf_counter())
+        latency = time.perf_counter() - started
+        # The route pattern, never the raw URL: a path or query string can hold anything a
+        # caller typed (a name, a signed-link token), and unmatched paths are logged as such.
+        route = request.url_rule.rule if request.url_rule else "(unmatched)"
+        access.info(
+            f"{request.method} {route} {response.status_code}",
+            extra={
+                "httpRequest": {
+                    "requestMethod": request.method,
+                    "requestUrl": route,
+                    "status": response.status_code,
+                    "latency": f"{latency:.6f}s",
+                    "userAgent": request.user_agent.string[:200],
+                    "remoteIp": request.remote_addr,
+                },
+                "latency_ms": round(latency * 1000, 3),
+            },
+        )
+        return response

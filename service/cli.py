@@ -1,0 +1,112 @@
+"""The operator CLI (`python -m service ...`): thin commands over the service functions."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+from flask import current_app, has_app_context
+from flask.cli import ScriptInfo
+
+from migrations.runner import MigrationError, run_migrations
+from service import providers as provider_service
+from service.components import EXTENSION_KEY, Components
+from service.errors import ConfigError, ServiceError
+from service.passwords import export_password, today_utc
+
+# Errors an operator can act on: printed as one line, exit status 1, no traceback.
+_OPERATOR_ERRORS = (ServiceError, ConfigError, MigrationError)
+
+
+class _OperatorGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _OPERATOR_ERRORS as error:
+            raise click.ClickException(str(error)) from error
+
+
+def _components(ctx: click.Context) -> Components:
+    root = ctx.find_root()
+    if isinstance(root.obj, Components):
+        return root.obj
+    if has_app_context():
+        return current_app.extensions[EXTENSION_KEY]
+    if isinstance(root.obj, ScriptInfo):
+        return root.obj.load_app().extensions[EXTENSION_KEY]
+    raise click.ClickException("no application configured")
+
+
+@click.group(cls=_OperatorGroup)
+def cli() -> None:
+    """Operate the intake service: migrations, provider accounts, keys, records, exports."""
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List the pending migrations; apply nothing.")
+@click.pass_context
+def migrate(ctx: click.Context, dry_run: bool) -> None:
+    """Apply pending data migrations in order."""
+    report = run_migrations(_components(ctx).repos, dry_run=dry_run)
+    if dry_run:
+        click.echo(f"pending: {', '.join(report.pending) or 'none'}")
+    else:
+        click.echo(f"applied: {', '.join(report.applied) or 'none'}")
+
+
+@cli.command("export-password")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="UTC day (default today).")
+@click.pass_context
+def export_password_command(ctx: click.Context, day: datetime | None) -> None:
+    """Print the export zip password for a UTC day."""
+    wanted = day.date() if day else today_utc()
+    daily = export_password(_components(ctx).config.zip_password, wanted)
+    click.echo(daily.password)
+    click.echo(
+        f"valid for {wanted.isoformat()} (UTC), until {daily.valid_until.isoformat()}", err=True
+    )
+
+
+@cli.group(cls=_OperatorGroup)
+def providers() -> None:
+    """Manage provider accounts and their API tokens."""
+
+
+@providers.command("create")
+@click.argument("name")
+@click.pass_context
+def create_provider(ctx: click.Context, name: str) -> None:
+    """Create a provider and print its token once."""
+    created = provider_service.create_provider(_components(ctx).repos.providers, name)
+    click.echo(f"provider_id: {created.provider.provider_id}")
+    click.echo(f"token: {created.token}")
+    click.echo("Store the token now: it is shown only once.", err=True)
+
+
+@providers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_context
+def list_providers(ctx: click.Context, as_json: bool) -> None:
+    """List provider accounts (never their tokens)."""
+    for provider in provider_service.list_providers(_components(ctx).repos.providers):
+        row = {
+            "provider_id": provider.provider_id,
+            "name": provider.name,
+            "created_at": provider.created_at.isoformat(),
+            "revoked_at": provider.revoked_at.isoformat() if provider.revoked_at else None,
+        }
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            status = "revoked" if provider.revoked else "active"
+            click.echo(f"{row['provider_id']}  {status:7}  {row['created_at']}  {row['name']}")
+
+
+@providers.command("revoke")
+@click.argument("provider_id")
+@click.pass_context
+def revoke_provider(ctx: click.Context, provider_id: str) -> None:
+    """Revoke a provider's token at once."""
+    provider_service.revoke_provider(_components(ctx).repos.providers, provider_id)
+    click.echo(f"revoked: {provider_id}")

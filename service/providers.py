@@ -1,0 +1,106 @@
+"""Provider accounts: create, list, revoke, and authenticate bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from repositories.audit import AuditEvent, AuditRepository
+from repositories.providers import Provider, ProviderRepository
+from service.errors import InvalidInputError, NotFoundError, UnauthorizedError
+
+_TOKEN_PREFIX = "ipt"
+_PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class NewProvider:
+    provider: Provider
+    token: str  # shown once; only its hash is stored
+
+
+@dataclass(frozen=True)
+class RequestOrigin:
+    """Where a request came from, for the audit log."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    path: str | None = None
+
+
+def _hash_secret(secret: str) -> str:
+    # Tokens carry 256 random bits, so a plain SHA-256 is enough; no slow hash is needed.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_provider(providers: ProviderRepository, name: str) -> NewProvider:
+    """Create a provider account and return it with its one-time token."""
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise InvalidInputError("provider name must be 1 to 100 characters")
+    provider_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    provider = Provider(
+        provider_id=provider_id,
+        name=name,
+        token_hash=_hash_secret(secret),
+        created_at=datetime.now(UTC),
+    )
+    providers.add(provider)
+    return NewProvider(provider=provider, token=f"{_TOKEN_PREFIX}_{provider_id}_{secret}")
+
+
+def list_providers(providers: ProviderRepository) -> list[Provider]:
+    """Return every provider account, oldest first."""
+    return providers.list()
+
+
+def revoke_provider(providers: ProviderRepository, provider_id: str) -> None:
+    """Revoke a provider's token; raise NotFoundError for an unknown id."""
+    if not providers.revoke(provider_id, datetime.now(UTC)):
+        raise NotFoundError(f"provider {provider_id} not found")
+
+
+def authenticate(
+    providers: ProviderRepository,
+    audit: AuditRepository,
+    authorization: str | None,
+    origin: RequestOrigin,
+) -> Provider:
+    """Return the provider a bearer token belongs to, auditing success and failure."""
+    provider, reason = _check_token(providers, authorization)
+    audit.append(
+        AuditEvent(
+            action="provider.authenticate",
+            outcome="success" if provider else "failure",
+            at=datetime.now(UTC),
+            actor=provider.provider_id if provider else None,
+            ip=origin.ip,
+            user_agent=origin.user_agent,
+            details={"path": origin.path, **({"reason": reason} if reason else {})},
+        )
+    )
+    if provider is None:
+        raise UnauthorizedError("a valid provider token is required")
+    return provider
+
+
+def _check_token(
+    providers: ProviderRepository, authorization: str | None
+) -> tuple[Provider | None, str | None]:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, "missing"
+    parts = token.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != _TOKEN_PREFIX or not _PROVIDER_ID.fullmatch(parts[1]):
+        return None, "malformed"
+    provider = providers.get(parts[1])
+    if provider is None or not hmac.compare_digest(provider.token_hash, _hash_secret(parts[2])):
+        return None, "unknown"
+    if provider.revoked:
+        return None, "revoked"
+    return provider, None

@@ -1,0 +1,80 @@
+"""Fixtures for tests against the real local stack: config, components, app, client, runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from service.app import create_app
+from service.components import Components, build_components
+from service.config import Config
+from service.devstack import LocalStack
+from tests.conftest import (
+    BUCKET,
+    GRAPH_TOKEN,
+    KMS_KEY_NAME,
+    PHONE_NUMBER_ID,
+    PROJECT_ID,
+    START_TEMPLATE,
+)
+from tests.fakes.graph import FakeGraphApi
+from tests.fakes.kms import FakeKms
+
+
+@pytest.fixture(scope="session")
+def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Config:
+    return Config(
+        app_env="test",
+        project_id=PROJECT_ID,
+        archive_bucket=BUCKET,
+        firestore_emulator_host=stack.env["FIRESTORE_EMULATOR_HOST"],
+        storage_emulator_host=stack.env["STORAGE_EMULATOR_HOST"],
+        kms_key_uri=f"gcp-kms://{KMS_KEY_NAME}",
+        kms_endpoint=fake_kms.endpoint,
+        graph_api_url=fake_graph.base_url,
+        meta_access_token=GRAPH_TOKEN,
+        whatsapp_phone_number_id=PHONE_NUMBER_ID,
+        whatsapp_start_template=START_TEMPLATE,
+    )
+
+
+@pytest.fixture(scope="session")
+def components(config: Config) -> Components:
+    built = build_components(config)
+    built.repos.ensure_bucket()
+    return built
+
+
+@pytest.fixture(autouse=True)
+def clean_data(
+    stack: LocalStack, components: Components, fake_graph: FakeGraphApi, fake_kms: FakeKms
+) -> None:
+    """Start every test from empty data; clear before, not after, so failures leave evidence."""
+    fake_graph.reset()
+    fake_kms.set_unavailable(False)
+    fake_kms.reset_calls()
+    stack.clear_firestore(PROJECT_ID)
+    components.repos.ensure_bucket()
+    blobs = list(components.repos.bucket.list_blobs())
+    if blobs:
+        components.repos.bucket.delete_blobs(blobs)
+
+
+@pytest.fixture
+def app(components: Components) -> Iterator[Flask]:
+    application = create_app(components=components)
+    application.config["TESTING"] = True
+    yield application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()

@@ -1,0 +1,110 @@
+"""The container's command line, run as it is written in the Dockerfile, against the emulators."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.devstack import ROOT, free_port
+from tests.conftest import BUCKET, PROJECT_ID
+
+PHI = ["Maria Fernanda Lopez", "Calle Falsa 123, Madrid", "447700900123", "Metformin 500mg",
+       "Type 2 diabetes", "1980-02-03"]  # fmt: skip
+
+
+def dockerfile_cmd() -> tuple[str, dict[str, str]]:
+    """Return the Dockerfile's CMD (shell form) and the ENV defaults it relies on."""
+    text = (ROOT / "Dockerfile").read_text()
+    joined = text.replace("\\\n", " ")
+    cmd = re.search(r"^CMD (.+)$", joined, re.MULTILINE).group(1).strip()
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", joined, re.MULTILINE):
+        for pair in shlex.split(line):
+            key, _, value = pair.partition("=")
+            env[key] = value
+    return cmd, env
+
+
+def test_the_dockerfile_runs_as_a_non_root_user_with_dependencies_in_their_own_layer():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE)
+    assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE)
+    assert (
+        text.index("COPY requirements.txt")
+        < text.index("pip install")
+        < text.index("COPY --chown=root:root service/")
+    )
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+@pytest.fixture
+def gunicorn_from_dockerfile(stack, components, tmp_path: Path):
+    cmd, image_env = dockerfile_cmd()
+    assert cmd.startswith("exec gunicorn ")
+    port = free_port()
+    env = {
+        **os.environ, **image_env, **stack.env,
+        "APP_ENV": "test", "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4",
+        "GOOGLE_CLOUD_PROJECT": PROJECT_ID, "ARCHIVE_BUCKET": BUCKET,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }  # fmt: skip
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", cmd], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, log_path.read_text()
+                time.sleep(0.2)
+        yield base, log_path
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_dockerfile_command_serves_health_and_readiness(gunicorn_from_dockerfile):
+    base, _ = gunicorn_from_dockerfile
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+
+
+def test_logs_are_json_lines_with_trace_and_latency_and_no_patient_data(gunicorn_from_dockerfile):
+    base, log_path = gunicorn_from_dockerfile
+    trace = "105445aa7843bc8bf206b12000100000"
+    headers = {"X-Cloud-Trace-Context": f"{trace}/1;o=1", "User-Agent": "probe"}
+    requests.get(f"{base}/healthz", headers=headers, timeout=5)
+    for value in PHI:
+        requests.get(f"{base}/exports/password", params={"q": value},
+                     headers={"Authorization": f"Bearer {value}"}, timeout=5)  # fmt: skip
+        requests.post(f"{base}/nowhere/{value}", json={"name": value}, timeout=5)
+    time.sleep(0.5)
+    lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in lines]
+    access = [e for e in entries if e.get("logger") == "service.access"]
+    healthz = next(e for e in access if e["httpRequest"]["userAgent"] == "probe")
+    assert healthz["severity"] == "INFO"
+    assert healthz["logging.googleapis.com/trace"] == f"projects/{PROJECT_ID}/traces/{trace}"
+    assert healthz["latency_ms"] >= 0
+    assert len(access) >= 1 + 2 * len(PHI)
+    text = log_path.read_text()
+    for value in PHI:
+        assert value not in text
+        assert requests.utils.quote(value) not in text

@@ -1,0 +1,68 @@
+import pytest
+
+from service.config import DEV_SECRETS, Config
+from service.errors import ConfigError
+
+PRODUCTION = {
+    "APP_ENV": "production",
+    "GOOGLE_CLOUD_PROJECT": "clinic-prod",
+    "ARCHIVE_BUCKET": "clinic-intake-archive",
+    "META_ACCESS_TOKEN": "EAAG-a-real-looking-token",
+    "WHATSAPP_PHONE_NUMBER_ID": "123456789012345",
+    "WHATSAPP_APP_SECRET": "0123456789abcdef0123456789abcdef",
+    "WHATSAPP_VERIFY_TOKEN": "verify-token-long-enough",
+    "WHATSAPP_START_TEMPLATE": "intake_start",
+    "KMS_KEY_URI": "gcp-kms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
+    "ZIP_PASSWORD": "a-long-zip-master-secret",
+    "SECRET_KEY": "s" * 48,
+}
+
+
+def test_development_starts_with_no_environment_at_all():
+    config = Config.from_env({})
+    assert config.app_env == "development"
+    assert config.export_link_ttl_seconds == 900
+
+
+def test_a_complete_production_environment_is_accepted():
+    config = Config.from_env(PRODUCTION)
+    assert config.is_production
+    assert config.archive_bucket == "clinic-intake-archive"
+
+
+def test_production_lists_every_missing_setting_at_once():
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"APP_ENV": "production"})
+    message = str(raised.value)
+    for name in ("ARCHIVE_BUCKET", "SECRET_KEY", "ZIP_PASSWORD", "KMS_KEY_URI",
+                 "WHATSAPP_APP_SECRET", "META_ACCESS_TOKEN"):  # fmt: skip
+        assert name in message
+    assert len(raised.value.problems) >= 10
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("LOCAL_KEYSET_PATH", "/tmp/keyset.json", "LOCAL_KEYSET_PATH must not be set"),
+        ("FIRESTORE_EMULATOR_HOST", "127.0.0.1:8080", "FIRESTORE_EMULATOR_HOST must not"),
+        ("SECRET_KEY", "short", "SECRET_KEY must be at least 32"),
+        ("SECRET_KEY", DEV_SECRETS["secret_key"], "SECRET_KEY holds the published"),
+        ("ZIP_PASSWORD", DEV_SECRETS["zip_password"], "ZIP_PASSWORD holds the published"),
+        ("GRAPH_API_URL", "http://graph.example", "GRAPH_API_URL must be an https"),
+        ("KMS_KEY_URI", "projects/p/keys/k", "KMS_KEY_URI must look like"),
+    ],
+)
+def test_production_refuses_unsafe_settings(name, value, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        Config.from_env({**PRODUCTION, name: value})
+
+
+def test_an_unknown_app_env_is_refused():
+    with pytest.raises(ConfigError, match="APP_ENV must be one of"):
+        Config.from_env({"APP_ENV": "prod"})
+
+
+@pytest.mark.parametrize("value", ["abc", "10", "-5", "99999999"])
+def test_a_malformed_link_lifetime_is_refused(value):
+    with pytest.raises(ConfigError, match="EXPORT_LINK_TTL_SECONDS"):
+        Config.from_env({"EXPORT_LINK_TTL_SECONDS": value})
