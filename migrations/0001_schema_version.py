@@ -2,12 +2,13 @@
 
 from datetime import UTC, datetime
 
-from repositories.registry import Repositories
+from service.components import Components
 
 SCHEMA_VERSION = 1
 
 
-def apply(repos: Repositories) -> None:
-    current = repos.migrations.schema_version()
+def apply(components: Components) -> None:
+    migrations = components.repos.migrations
+    current = migrations.schema_version()
     if current is None or current < SCHEMA_VERSION:
-        repos.migrations.set_schema_version(SCHEMA_VERSION, datetime.now(UTC))
+        migrations.set_schema_version(SCHEMA_VERSION, datetime.now(UTC))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 
 import migrations
-from repositories.registry import Repositories
+from service.components import Components
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+$")
@@ -27,7 +27,7 @@ class MigrationError(Exception):
 class Migration:
     migration_id: str
     description: str
-    apply: Callable[[Repositories], None]
+    apply: Callable[[Components], None]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,10 @@ def discover(package: ModuleType = migrations) -> list[Migration]:
 
 
 def run_migrations(
-    repos: Repositories, dry_run: bool = False, available: list[Migration] | None = None
+    components: Components, dry_run: bool = False, available: list[Migration] | None = None
 ) -> MigrationReport:
     """Apply every pending migration in order; stop at the first failure."""
+    repos = components.repos
     available = discover() if available is None else available
     done = repos.migrations.applied()
     pending = [migration for migration in available if migration.migration_id not in done]
@@ -70,7 +71,7 @@ def run_migrations(
         for migration in (m for m in pending if m.migration_id not in done):
             logger.info("applying migration", extra={"migration": migration.migration_id})
             try:
-                migration.apply(repos)
+                migration.apply(components)
             except Exception as error:
                 raise MigrationError(
                     f"migration {migration.migration_id} failed: {type(error).__name__}: {error}"

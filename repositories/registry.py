@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 from requests.exceptions import RequestException
 
+from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
 from repositories.clients import make_firestore_client, make_storage_client
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
 from service.config import Config
+from service.crypto import KeyMaterial
 
 _PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -27,6 +30,7 @@ class Repositories:
     providers: ProviderRepository
     audit: AuditRepository
     migrations: MigrationRepository
+    archive: ArchiveRepository
 
     def firestore_ready(self) -> str | None:
         """Return None when Firestore answers, else a short reason."""
@@ -53,15 +57,19 @@ class Repositories:
             self.storage.create_bucket(self.bucket.name)
 
 
-def build_repositories(config: Config) -> Repositories:
+def build_repositories(
+    config: Config, make_keys: Callable[[storage.Bucket], KeyMaterial]
+) -> Repositories:
     """Create the Google clients and every repository for this process."""
     firestore_client = make_firestore_client(config)
     storage_client = make_storage_client(config)
+    bucket = storage_client.bucket(config.archive_bucket)
     return Repositories(
         firestore=firestore_client,
         storage=storage_client,
-        bucket=storage_client.bucket(config.archive_bucket),
+        bucket=bucket,
         providers=ProviderRepository(firestore_client),
         audit=AuditRepository(firestore_client),
         migrations=MigrationRepository(firestore_client),
+        archive=ArchiveRepository(firestore_client, bucket, make_keys(bucket)),
     )

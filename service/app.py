@@ -30,7 +30,9 @@ def create_app(config: Config | None = None, components: Components | None = Non
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.config["SECRET_KEY"] = config.secret_key
     app.config["MAX_CONTENT_LENGTH"] = 3 * 1024 * 1024  # Meta's webhook payload limit
-    app.extensions[EXTENSION_KEY] = components or build_components(config)
+    app.extensions[EXTENSION_KEY] = components = components or build_components(config)
+    if config.is_production:
+        _load_keys_at_start(components)
     _register_blueprints(app)
     _register_error_handlers(app)
     _register_access_log(app)
@@ -38,6 +40,14 @@ def create_app(config: Config | None = None, components: Components | None = Non
 
     app.cli.add_command(cli, name="intake")
     return app
+
+
+def _load_keys_at_start(components: Components) -> None:
+    """Unwrap the keyset before serving, so the first patient does not wait for KMS."""
+    problem = components.keys.ready()
+    if problem:
+        # Not fatal: /readyz answers 503 and keeps retrying, so Cloud Run holds traffic back.
+        logger.error(f"key material unavailable at start: {problem}")
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -10,6 +10,7 @@ from flask import current_app, has_app_context
 from flask.cli import ScriptInfo
 
 from migrations.runner import MigrationError, run_migrations
+from service import archive as archive_service
 from service import providers as provider_service
 from service.components import EXTENSION_KEY, Components
 from service.errors import ConfigError, ServiceError
@@ -48,7 +49,7 @@ def cli() -> None:
 @click.pass_context
 def migrate(ctx: click.Context, dry_run: bool) -> None:
     """Apply pending data migrations in order."""
-    report = run_migrations(_components(ctx).repos, dry_run=dry_run)
+    report = run_migrations(_components(ctx), dry_run=dry_run)
     if dry_run:
         click.echo(f"pending: {', '.join(report.pending) or 'none'}")
     else:
@@ -66,6 +67,74 @@ def export_password_command(ctx: click.Context, day: datetime | None) -> None:
     click.echo(
         f"valid for {wanted.isoformat()} (UTC), until {daily.valid_until.isoformat()}", err=True
     )
+
+
+@cli.group(cls=_OperatorGroup)
+def keys() -> None:
+    """Manage the Tink keyset that encrypts archived records."""
+
+
+def _print_keys(key_infos: list) -> None:
+    for key in key_infos:
+        click.echo(f"{key.key_id:>10}  {key.status:8}  {'primary' if key.primary else ''}".rstrip())
+
+
+@keys.command("init")
+@click.pass_context
+def keys_init(ctx: click.Context) -> None:
+    """Create and store the wrapped keyset (refuses to overwrite one)."""
+    components = _components(ctx)
+    _print_keys(components.keys.init())
+    click.echo(f"keyset stored at {components.keys.store.description}", err=True)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """List key ids, their status and which is primary."""
+    _print_keys(_components(ctx).keys.list_keys())
+
+
+@keys.command("rotate")
+@click.pass_context
+def keys_rotate(ctx: click.Context) -> None:
+    """Add a new key and make it primary; earlier records still decrypt."""
+    _print_keys(_components(ctx).keys.rotate())
+    click.echo("new records use the new primary; run `keys reencrypt` to move old ones", err=True)
+
+
+@keys.command("reencrypt")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many records.")
+@click.pass_context
+def keys_reencrypt(ctx: click.Context, limit: int | None) -> None:
+    """Re-encrypt records still under an older key with the primary (resumable)."""
+    report = archive_service.reencrypt_records(_components(ctx), limit=limit)
+    click.echo(
+        f"examined: {report.examined}  reencrypted: {report.reencrypted}  "
+        f"primary: {report.primary_key_id}"
+    )
+
+
+@cli.group(cls=_OperatorGroup)
+def records() -> None:
+    """Operate on archived intake records."""
+
+
+@records.command("erase")
+@click.argument("record_id")
+@click.pass_context
+def records_erase(ctx: click.Context, record_id: str) -> None:
+    """Erase one archived record (its object is deleted; the index keeps no PHI)."""
+    archive_service.erase_record(_components(ctx), record_id, actor="operator:cli")
+    click.echo(f"erased: {record_id}")
+
+
+@records.command("rebuild-index")
+@click.pass_context
+def records_rebuild_index(ctx: click.Context) -> None:
+    """Recreate missing index entries from the archived objects."""
+    report = archive_service.rebuild_index(_components(ctx))
+    click.echo(f"objects: {report.objects}  restored: {report.restored}")
 
 
 @cli.group(cls=_OperatorGroup)

@@ -3,31 +3,78 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
+from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
 from service.config import Config
+from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
+from service.errors import KeysetMissingError
+from service.kms import KmsAead, make_kms_client
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Bucket
 
 EXTENSION_KEY = "intake"
+# KMS is called once per process (and at rotation): a bounded wait keeps start-up and
+# readiness probes answering when KMS is down.
+_KMS_TIMEOUT = 5.0
 
 
 @dataclass
 class Components:
     config: Config
     repos: Repositories
+    keys: KeyMaterial
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers."""
         return {
             "firestore": self.repos.firestore_ready(),
             "storage": self.repos.storage_ready(),
+            "keys": self.keys.ready(),
         }
 
 
 def build_components(config: Config) -> Components:
-    """Create the clients and repositories for this process."""
-    return Components(config=config, repos=build_repositories(config))
+    """Create the clients, repositories and key material for this process."""
+    repos = build_repositories(config, lambda bucket: build_key_material(config, bucket))
+    return Components(config=config, repos=repos, keys=repos.archive.keys)
+
+
+def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:
+    """Choose where the keyset lives: wrapped by KMS in the bucket, or a development file."""
+    if config.kms_key_uri:
+        object_name = config.tink_keyset
+
+        def kms_codec() -> KmsWrappedCodec:
+            kek = KmsAead(
+                make_kms_client(config.kms_endpoint), config.kms_key_uri, timeout=_KMS_TIMEOUT
+            )
+            # Bound to its object name: a wrapped keyset copied elsewhere will not unwrap.
+            return KmsWrappedCodec(kek, object_name.encode())
+
+        return KeyMaterial(KeysetObjectStore(bucket, object_name), kms_codec)
+    if config.local_keyset_path and not config.is_production:
+        return KeyMaterial(
+            FileKeysetStore(config.local_keyset_path), CleartextCodec, create_if_missing=True
+        )
+    return KeyMaterial(_UnconfiguredStore(), CleartextCodec)
+
+
+class _UnconfiguredStore:
+    description = "nowhere (set KMS_KEY_URI, or LOCAL_KEYSET_PATH in development)"
+
+    def read(self) -> None:
+        return None
+
+    def create(self, data: bytes) -> None:
+        raise KeysetMissingError(f"no keyset store configured: {self.description}")
+
+    def replace(self, data: bytes, generation: int | None) -> None:
+        self.create(data)
 
 
 def current_components() -> Components:

@@ -104,6 +104,15 @@ class Config:
             raise ConfigError(problems)
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """Return the environment variables that rebuild this config (for child processes)."""
+        values = dataclasses.asdict(self)
+        return {
+            env_name: str(values[field])
+            for field, env_name in _ENV_NAMES.items()
+            if values[field] is not None
+        }
+
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)
 

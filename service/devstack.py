@@ -264,6 +264,8 @@ def run_development_server(port: int = 8080) -> int:
     state_dir = ROOT / ".devstack"
     with LocalStack(state_dir / "logs") as stack:
         env = {**os.environ, **stack.env, "APP_ENV": "development"}
+        # Development keeps a cleartext keyset in the git-ignored state folder.
+        env.setdefault("LOCAL_KEYSET_PATH", str(state_dir / "dev-keyset.json"))
         env.setdefault("GOOGLE_CLOUD_PROJECT", "intake-local")
         config = Config.from_env(env)
         os.environ.update(stack.env)
@@ -296,7 +298,7 @@ def _prepare_development_data(components: Components) -> list[str]:
     from service.passwords import export_password, today_utc
     from service.providers import create_provider
 
-    run_migrations(components.repos)
+    run_migrations(components)
     created = create_provider(components.repos.providers, "Development clinic")
     daily = export_password(components.config.zip_password, today_utc())
     return [

@@ -45,6 +45,14 @@ class UnavailableError(ServiceError):
     code = "unavailable"
 
 
+class KeysetMissingError(UnavailableError):
+    """No keyset exists yet: `python -m service keys init` creates it."""
+
+
+class KeyMaterialUnavailableError(UnavailableError):
+    """The keyset could not be read or unwrapped (KMS or Storage down, or access denied)."""
+
+
 class ConfigError(Exception):
     """The configuration is missing or unsafe; lists every problem at once."""
 

@@ -48,19 +48,34 @@ def components(config: Config) -> Components:
     return built
 
 
+@pytest.fixture(scope="session")
+def initial_keyset(components: Components) -> bytes:
+    """Create the session's KMS-wrapped keyset once, as `keys init` does in production."""
+    components.keys.init()
+    return components.repos.bucket.blob(components.config.tink_keyset).download_as_bytes()
+
+
 @pytest.fixture(autouse=True)
 def clean_data(
-    stack: LocalStack, components: Components, fake_graph: FakeGraphApi, fake_kms: FakeKms
+    stack: LocalStack,
+    components: Components,
+    fake_graph: FakeGraphApi,
+    fake_kms: FakeKms,
+    initial_keyset: bytes,
 ) -> None:
     """Start every test from empty data; clear before, not after, so failures leave evidence."""
     fake_graph.reset()
     fake_kms.set_unavailable(False)
-    fake_kms.reset_calls()
     stack.clear_firestore(PROJECT_ID)
     components.repos.ensure_bucket()
     blobs = list(components.repos.bucket.list_blobs())
     if blobs:
         components.repos.bucket.delete_blobs(blobs)
+    # Every test starts with the same one-key keyset, whatever an earlier test rotated.
+    keyset_blob = components.repos.bucket.blob(components.config.tink_keyset)
+    keyset_blob.upload_from_string(initial_keyset, content_type="application/json")
+    components.keys.forget()
+    fake_kms.reset_calls()
 
 
 @pytest.fixture

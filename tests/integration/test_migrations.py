@@ -23,9 +23,9 @@ def migration_package(tmp_path, request):
             """Migration {filename}."""
             from google.cloud import firestore
 
-            def apply(repos):
+            def apply(components):
                 {body or "pass"}
-                repos.firestore.collection("_meta").document("trail").set(
+                components.repos.firestore.collection("_meta").document("trail").set(
                     {{"ids": firestore.ArrayUnion(["{filename[:-3]}"])}}, merge=True
                 )
         ''')
@@ -54,7 +54,7 @@ def test_migrations_apply_in_number_order_and_are_recorded(components, migration
     write, load = migration_package
     for filename in ("0002_second.py", "0001_first.py", "0010_tenth.py", "notes.py"):
         write(filename)
-    report = run_migrations(components.repos, available=load())
+    report = run_migrations(components, available=load())
     assert report.applied == ["0001_first", "0002_second", "0010_tenth"]
     assert _trail(components) == ["0001_first", "0002_second", "0010_tenth"]
     assert components.repos.migrations.applied() == {"0001_first", "0002_second", "0010_tenth"}
@@ -63,8 +63,8 @@ def test_migrations_apply_in_number_order_and_are_recorded(components, migration
 def test_a_second_run_applies_nothing(components, migration_package):
     write, load = migration_package
     write("0001_first.py")
-    run_migrations(components.repos, available=load())
-    assert run_migrations(components.repos, available=load()).applied == []
+    run_migrations(components, available=load())
+    assert run_migrations(components, available=load()).applied == []
     assert _trail(components) == ["0001_first"]
 
 
@@ -74,12 +74,12 @@ def test_a_failing_migration_stops_the_run_and_is_not_recorded(components, migra
     write("0002_broken.py", 'raise RuntimeError("disk on fire")')
     write("0003_later.py")
     with pytest.raises(MigrationError, match="0002_broken failed: RuntimeError: disk on fire"):
-        run_migrations(components.repos, available=load())
+        run_migrations(components, available=load())
     assert components.repos.migrations.applied() == {"0001_first"}
     assert _trail(components) == ["0001_first"]
     # The lock is released, so the run can be retried once the migration is fixed.
     write("0002_broken.py")
-    assert run_migrations(components.repos, available=load()).applied == [
+    assert run_migrations(components, available=load()).applied == [
         "0002_broken",
         "0003_later",
     ]
@@ -88,7 +88,7 @@ def test_a_failing_migration_stops_the_run_and_is_not_recorded(components, migra
 def test_a_dry_run_lists_pending_migrations_and_changes_nothing(components, migration_package):
     write, load = migration_package
     write("0001_first.py")
-    report = run_migrations(components.repos, dry_run=True, available=load())
+    report = run_migrations(components, dry_run=True, available=load())
     assert report.pending == ["0001_first"]
     assert components.repos.migrations.applied() == set()
     assert _trail(components) == []
@@ -111,7 +111,7 @@ def test_a_concurrent_run_is_refused_while_another_holds_the_lock(components, mi
     write("0001_first.py")
     components.repos.migrations.acquire_lock("other-host", datetime.now(UTC))
     with pytest.raises(ConflictError, match="another migration run holds the lock"):
-        run_migrations(components.repos, available=load())
+        run_migrations(components, available=load())
     assert _trail(components) == []
 
 

@@ -66,3 +66,8 @@ def test_an_unknown_app_env_is_refused():
 def test_a_malformed_link_lifetime_is_refused(value):
     with pytest.raises(ConfigError, match="EXPORT_LINK_TTL_SECONDS"):
         Config.from_env({"EXPORT_LINK_TTL_SECONDS": value})
+
+
+def test_to_env_rebuilds_the_same_config():
+    config = Config(app_env="test", archive_bucket="b", kms_endpoint="http://127.0.0.1:1")
+    assert Config.from_env(config.to_env()) == config

@@ -1,0 +1,87 @@
+"""Archive service functions: archive, read, erase, rebuild the index, re-encrypt."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from repositories.archive import ACTIVE, IndexEntry
+from repositories.audit import AuditEvent
+from service.components import Components
+from service.record import IntakeRecord
+
+logger = logging.getLogger(__name__)
+
+
+def archive_record(components: Components, record: IntakeRecord) -> IndexEntry:
+    """Encrypt and archive a completed record; safe to call again for the same record."""
+    entry = components.repos.archive.archive(record)
+    logger.info("record archived", extra={"record_id": entry.record_id, "key_id": entry.key_id})
+    return entry
+
+
+def erase_record(
+    components: Components, record_id: str, actor: str, reason: str = "request"
+) -> IndexEntry:
+    """Erase an archived record (object deleted, index marked) and audit it."""
+    entry = components.repos.archive.erase(record_id, datetime.now(UTC))
+    components.repos.audit.append(
+        AuditEvent(
+            action="record.erase",
+            outcome="success",
+            at=entry.erased_at or datetime.now(UTC),
+            actor=actor,
+            details={"record_id": record_id, "reason": reason},
+        )
+    )
+    logger.info("record erased", extra={"record_id": record_id})
+    return entry
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    objects: int
+    restored: int
+
+
+def rebuild_index(components: Components) -> RebuildReport:
+    """Recreate index entries missing for archived objects (after a lost index)."""
+    archive = components.repos.archive
+    names = list(archive.object_names())
+    with ThreadPoolExecutor(16, thread_name_prefix="rebuild") as pool:
+        restored = sum(1 for entry in pool.map(archive.restore_index_entry, names) if entry)
+    logger.info("index rebuilt", extra={"objects": len(names), "restored": restored})
+    return RebuildReport(objects=len(names), restored=restored)
+
+
+@dataclass(frozen=True)
+class ReencryptReport:
+    examined: int
+    reencrypted: int
+    primary_key_id: int
+
+
+def reencrypt_records(components: Components, limit: int | None = None) -> ReencryptReport:
+    """Re-encrypt active records still under an older key; resumable (progress is the index)."""
+    archive = components.repos.archive
+    primary = components.keys.keyring().primary_key_id
+    stale = (
+        entry
+        for entry in archive.index_entries()
+        if entry.status == ACTIVE and entry.key_id != primary
+    )
+    examined = reencrypted = 0
+    with ThreadPoolExecutor(8, thread_name_prefix="reencrypt") as pool:
+        batch: list[IndexEntry] = []
+        for entry in stale:
+            if limit is not None and examined >= limit:
+                break
+            batch.append(entry)
+            examined += 1
+            if len(batch) == 64:
+                reencrypted += sum(pool.map(archive.reencrypt, batch))
+                batch = []
+        reencrypted += sum(pool.map(archive.reencrypt, batch))
+    return ReencryptReport(examined, reencrypted, primary)
