@@ -20,7 +20,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 from requests.exceptions import RequestException
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
 from service.crypto import KeyMaterial, key_id_of
 from service.errors import ConflictError, GoneError, NotFoundError, ServiceError
 from service.record import (
@@ -135,7 +135,10 @@ class ArchiveRepository:
         blob = self._bucket.blob(object_name)
         try:
             blob.upload_from_string(
-                ciphertext, content_type="application/octet-stream", if_generation_match=0
+                ciphertext,
+                content_type="application/octet-stream",
+                if_generation_match=0,
+                **STORAGE_CALL,
             )
             return key_id_of(ciphertext)
         except google_exceptions.PreconditionFailed:
@@ -182,7 +185,7 @@ class ArchiveRepository:
 
     def _download(self, record_id: str, object_name: str) -> bytes:
         try:
-            return self._bucket.blob(object_name).download_as_bytes()
+            return self._bucket.blob(object_name).download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             raise _integrity_failure(record_id, "its archived object is missing") from None
         except _STORAGE_ERRORS as error:
@@ -263,7 +266,7 @@ class ArchiveRepository:
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
         try:
-            self._bucket.blob(entry.object_name).delete()
+            self._bucket.blob(entry.object_name).delete(**STORAGE_CALL)
         except google_exceptions.NotFound:
             pass  # an earlier, interrupted erase already deleted it
         except _STORAGE_ERRORS as error:
@@ -278,7 +281,7 @@ class ArchiveRepository:
         keyring = self.keys.keyring()
         blob = self._bucket.blob(entry.object_name)
         try:
-            ciphertext = blob.download_as_bytes()
+            ciphertext = blob.download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             raise _integrity_failure(entry.record_id, "its archived object is missing") from None
         if key_id_of(ciphertext) == keyring.primary_key_id:
@@ -289,7 +292,10 @@ class ArchiveRepository:
         try:
             # Only over the generation we read: a concurrent erase or re-encrypt wins.
             blob.upload_from_string(
-                fresh, content_type="application/octet-stream", if_generation_match=blob.generation
+                fresh,
+                content_type="application/octet-stream",
+                if_generation_match=blob.generation,
+                **STORAGE_CALL,
             )
         except google_exceptions.PreconditionFailed:
             return False

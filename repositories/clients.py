@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from service.config import Config
 from service.errors import UnavailableError
@@ -20,6 +21,12 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# The library's default retries for up to 120 s, holding a webhook (and Meta's retry clock)
+# that long when Storage is down. A bounded budget answers 503 within seconds instead; every
+# write we retry is guarded by a generation precondition, so a retry cannot overwrite.
+STORAGE_CALL = {"timeout": 10.0, "retry": DEFAULT_RETRY.with_timeout(10.0)}
 
 
 def make_firestore_client(config: Config) -> firestore.Client:

@@ -6,7 +6,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 from requests.exceptions import RequestException
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
 from service.crypto import StoredKeyset
 from service.errors import ConflictError
 
@@ -22,7 +22,7 @@ class KeysetObjectStore:
     def read(self) -> StoredKeyset | None:
         blob = self._bucket.blob(self.object_name)
         try:
-            data = blob.download_as_bytes()
+            data = blob.download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             return None
         except (*TRANSIENT_ERRORS, RequestException) as error:
@@ -39,7 +39,10 @@ class KeysetObjectStore:
         blob = self._bucket.blob(self.object_name)
         try:
             blob.upload_from_string(
-                data, content_type="application/json", if_generation_match=if_generation_match
+                data,
+                content_type="application/json",
+                if_generation_match=if_generation_match,
+                **STORAGE_CALL,
             )
         except google_exceptions.PreconditionFailed as error:
             raise ConflictError(

@@ -12,6 +12,7 @@ from requests.exceptions import RequestException
 from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
 from repositories.clients import make_firestore_client, make_storage_client
+from repositories.conversations import ConversationRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
 from service.config import Config
@@ -31,6 +32,7 @@ class Repositories:
     audit: AuditRepository
     migrations: MigrationRepository
     archive: ArchiveRepository
+    conversations: ConversationRepository
 
     def firestore_ready(self) -> str | None:
         """Return None when Firestore answers, else a short reason."""
@@ -64,6 +66,7 @@ def build_repositories(
     firestore_client = make_firestore_client(config)
     storage_client = make_storage_client(config)
     bucket = storage_client.bucket(config.archive_bucket)
+    keys = make_keys(bucket)
     return Repositories(
         firestore=firestore_client,
         storage=storage_client,
@@ -71,5 +74,6 @@ def build_repositories(
         providers=ProviderRepository(firestore_client),
         audit=AuditRepository(firestore_client),
         migrations=MigrationRepository(firestore_client),
-        archive=ArchiveRepository(firestore_client, bucket, make_keys(bucket)),
+        archive=ArchiveRepository(firestore_client, bucket, keys),
+        conversations=ConversationRepository(firestore_client, keys),
     )

@@ -53,8 +53,10 @@ def _load_keys_at_start(components: Components) -> None:
 def _register_blueprints(app: Flask) -> None:
     from blueprints.exports import bp as exports_bp
     from blueprints.health import bp as health_bp
+    from blueprints.messaging import bp as messaging_bp
 
     app.register_blueprint(health_bp)
+    app.register_blueprint(messaging_bp)
     app.register_blueprint(exports_bp)
 
 

@@ -13,6 +13,7 @@ from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.errors import KeysetMissingError
 from service.kms import KmsAead, make_kms_client
+from service.whatsapp import GraphClient
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket
@@ -28,6 +29,7 @@ class Components:
     config: Config
     repos: Repositories
     keys: KeyMaterial
+    graph: GraphClient
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers."""
@@ -35,13 +37,17 @@ class Components:
             "firestore": self.repos.firestore_ready(),
             "storage": self.repos.storage_ready(),
             "keys": self.keys.ready(),
+            "graph": self.graph.ready(),
         }
 
 
 def build_components(config: Config) -> Components:
     """Create the clients, repositories and key material for this process."""
     repos = build_repositories(config, lambda bucket: build_key_material(config, bucket))
-    return Components(config=config, repos=repos, keys=repos.archive.keys)
+    graph = GraphClient(
+        config.graph_api_url, config.whatsapp_phone_number_id, config.meta_access_token
+    )
+    return Components(config=config, repos=repos, keys=repos.archive.keys, graph=graph)
 
 
 def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:

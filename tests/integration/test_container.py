@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from service.devstack import ROOT, free_port
+from service.devstack import ROOT
 from tests.conftest import PROJECT_ID
+from tests.integration.servers import gunicorn
 
 PHI = ["Maria Fernanda Lopez", "Calle Falsa 123, Madrid", "447700900123", "Metformin 500mg",
        "Type 2 diabetes", "1980-02-03"]  # fmt: skip
@@ -51,31 +49,9 @@ def test_the_dockerfile_runs_as_a_non_root_user_with_dependencies_in_their_own_l
 def gunicorn_from_dockerfile(stack, components, config, tmp_path: Path):
     cmd, image_env = dockerfile_cmd()
     assert cmd.startswith("exec gunicorn ")
-    port = free_port()
-    env = {
-        **os.environ, **image_env, **config.to_env(),
-        "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }  # fmt: skip
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", cmd], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None, log_path.read_text()
-                time.sleep(0.2)
+    with gunicorn(config, log_path, workers=2, threads=4, command=cmd, image_env=image_env) as base:
         yield base, log_path
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_the_dockerfile_command_serves_health_and_readiness(gunicorn_from_dockerfile):

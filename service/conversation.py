@@ -1,0 +1,282 @@
+"""Conversations: run each inbound message through the flow engine in one transaction, then
+send the queued replies. Also invitations, delivery failures and the outbox flush task."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import phonenumbers
+
+from repositories.conversations import (
+    ConversationUpdate,
+    OutboxItem,
+    SendResult,
+    StoredConversation,
+)
+from service.archive import archive_record, erase_record
+from service.components import Components
+from service.errors import InvalidInputError, NotFoundError, UnavailableError
+from service.flow.engine import advance, invite
+from service.flow.model import ConversationState, Effect, Step
+from service.flow.questionnaire import load_questionnaire
+from service.logging import mask_phone
+from service.record import IntakeRecord, new_record_id
+from service.webhook import InboundMessage, StatusUpdate, WebhookBatch
+from service.whatsapp import (
+    GraphError,
+    OutsideWindowError,
+    RejectedMessageError,
+    TokenExpiredError,
+    reply_payload,
+    template_payload,
+)
+
+logger = logging.getLogger(__name__)
+
+_OUTBOX_LEASE = timedelta(seconds=30)
+_MAX_SEND_ATTEMPTS = 12
+_DRAFT_KEYS = (
+    "answers",
+    "history",
+    "returning_to_summary",
+    "pending_command",
+    "draft_record_id",
+    "consent_at",
+)
+
+
+def state_from_stored(stored: StoredConversation) -> ConversationState | None:
+    """Rebuild the engine's state from the plain fields and the decrypted draft."""
+    if not stored.exists or "status" not in stored.fields:
+        return None
+    fields, draft = stored.fields, stored.draft
+    return ConversationState(
+        status=fields["status"],
+        step=fields.get("step"),
+        language=fields.get("language"),
+        questionnaire_version=fields.get("questionnaire_version", "1"),
+        invalid_answers=fields.get("invalid_answers", 0),
+        answers=draft.get("answers", {}),
+        history=tuple(draft.get("history", ())),
+        returning_to_summary=draft.get("returning_to_summary", False),
+        pending_command=draft.get("pending_command"),
+        draft_record_id=draft.get("draft_record_id"),
+        consent_at=draft.get("consent_at"),
+        record_ids=tuple(fields.get("record_ids", ())),
+    )
+
+
+def update_from_state(
+    state: ConversationState, replies: list[dict[str, Any]]
+) -> ConversationUpdate:
+    """Split the engine's state into plain fields and the draft that is stored encrypted."""
+    fields = {
+        "status": state.status,
+        "step": state.step,
+        "language": state.language,
+        "questionnaire_version": state.questionnaire_version,
+        "invalid_answers": state.invalid_answers,
+        "record_ids": list(state.record_ids),
+        "record_id": state.record_ids[-1] if state.record_ids else None,
+    }
+    draft = {key: _jsonable(getattr(state, key)) for key in _DRAFT_KEYS}
+    meaningful = any(draft[key] for key in _DRAFT_KEYS)
+    return ConversationUpdate(fields=fields, draft=draft if meaningful else None, replies=replies)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def handle_webhook(components: Components, batch: WebhookBatch) -> None:
+    """Process every message and status of a verified webhook payload."""
+    for message in batch.messages:
+        handle_message(components, message)
+    for status in batch.statuses:
+        handle_status(components, status)
+    if batch.skipped or batch.errors:
+        logger.warning(
+            "webhook parts skipped",
+            extra={"skipped": batch.skipped, "error_codes": batch.errors[:10]},
+        )
+
+
+def handle_message(components: Components, message: InboundMessage) -> None:
+    """Apply one patient message exactly once, then send what it queued."""
+    repo = components.repos.conversations
+
+    def decide(stored: StoredConversation) -> ConversationUpdate:
+        state = state_from_stored(stored)
+        questionnaire = load_questionnaire(state.questionnaire_version if state else "1")
+        step = advance(questionnaire, state, message.inbound, message.timestamp, new_record_id())
+        for effect in step.effects:
+            _apply_effect(components, message.wa_id, effect)
+        update = _update_for(step, message.wa_id)
+        update.fields["last_inbound_at"] = message.timestamp
+        return update
+
+    update, claimed = repo.apply_inbound(
+        message.wa_id, message.message_id, datetime.now(UTC), decide, _OUTBOX_LEASE
+    )
+    logger.info(
+        "inbound message processed" if update else "duplicate message ignored",
+        extra={
+            "wa_id": mask_phone(message.wa_id),
+            "message_type": message.message_type,
+            "step": update.fields.get("step") if update else None,
+        },
+    )
+    send_claimed(components, message.wa_id, claimed)
+
+
+def _update_for(step: Step, wa_id: str) -> ConversationUpdate:
+    replies = [reply_payload(wa_id, reply) for reply in step.replies]
+    update = update_from_state(step.state, replies)
+    # A patient who stops gets the confirmation and nothing queued before it.
+    update.drop_outbox = step.state.status == "opted_out"
+    return update
+
+
+def _apply_effect(components: Components, wa_id: str, effect: Effect) -> None:
+    """Archive or erase; both are idempotent, as a contended transaction may repeat them."""
+    if effect.kind == "archive" and effect.record is not None:
+        archive_record(components, _record(wa_id, effect.record))
+    elif effect.kind == "erase_records":
+        for record_id in effect.record_ids:
+            try:
+                erase_record(components, record_id, actor="patient", reason="patient request")
+            except NotFoundError:
+                logger.warning("record to erase not found", extra={"record_id": record_id})
+
+
+def _record(wa_id: str, fields: dict[str, Any]) -> IntakeRecord:
+    return IntakeRecord(
+        record_id=fields["record_id"],
+        submitted_at=datetime.fromisoformat(fields["submitted_at"]),
+        wa_id=wa_id,
+        name=fields["name"],
+        date_of_birth=date.fromisoformat(fields["date_of_birth"]),
+        gender=fields["gender"],
+        address=fields["address"],
+        medical_conditions=tuple(fields["medical_conditions"]),
+        current_medications=tuple(fields["current_medications"]),
+        language=fields["language"],
+        consent_at=datetime.fromisoformat(fields["consent_at"]),
+        questionnaire_version=str(fields["questionnaire_version"]),
+    )
+
+
+def handle_status(components: Components, status: StatusUpdate) -> None:
+    """Keep failed deliveries visible to support staff; the others need no storage."""
+    if status.status == "failed":
+        components.repos.conversations.record_failed_status(
+            status.wa_id, status.error_codes, status.timestamp
+        )
+        logger.warning(
+            "message delivery failed",
+            extra={"wa_id": mask_phone(status.wa_id), "error_codes": list(status.error_codes)},
+        )
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    sent: int = 0
+    failed: int = 0
+
+
+def flush_outbox(components: Components, wa_id: str) -> FlushReport:
+    """Lease this patient's queued replies and send them."""
+    claimed = components.repos.conversations.claim_outbox(wa_id, datetime.now(UTC), _OUTBOX_LEASE)
+    return send_claimed(components, wa_id, claimed)
+
+
+def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) -> FlushReport:
+    """Send leased replies in order; stop at the first that cannot go now; record all at once."""
+    results: list[SendResult] = []
+    failed = 0
+    for index, item in enumerate(items):
+        result = _send_one(components, wa_id, item)
+        results.append(result)
+        if result.wamid is None and not result.drop:
+            failed = 1
+            # Release the later replies so order is kept: they go after this one, not before.
+            results += [SendResult(later.key) for later in items[index + 1 :]]
+            break
+    components.repos.conversations.settle_outbox(wa_id, datetime.now(UTC), items, results)
+    return FlushReport(sent=sum(1 for result in results if result.wamid), failed=failed)
+
+
+def _send_one(components: Components, wa_id: str, item: OutboxItem) -> SendResult:
+    try:
+        return SendResult(item.key, wamid=components.graph.send(item.payload).wamid)
+    except OutsideWindowError as error:
+        _reengage(components, wa_id)
+        return SendResult(item.key, error_code=error.code, drop=True)
+    except RejectedMessageError as error:
+        logger.error("Graph API rejected a reply", extra={"graph_code": error.code})
+        return SendResult(item.key, error_code=error.code, drop=True)
+    except GraphError as error:
+        give_up = item.attempts >= _MAX_SEND_ATTEMPTS and not isinstance(error, TokenExpiredError)
+        return SendResult(item.key, error_code=error.code or 0, drop=give_up)
+
+
+def _reengage(components: Components, wa_id: str) -> None:
+    """Outside the 24-hour window only a template may go: invite the patient back once."""
+    try:
+        components.graph.send(template_payload(wa_id, components.config.whatsapp_start_template))
+    except GraphError as error:
+        logger.warning("re-engagement template failed", extra={"graph_code": error.code})
+
+
+def flush_all_outboxes(components: Components) -> FlushReport:
+    """Retry every conversation with queued replies (Cloud Scheduler calls this)."""
+    sent = failed = 0
+    for wa_id in components.repos.conversations.with_pending_outbox():
+        report = flush_outbox(components, wa_id)
+        sent, failed = sent + report.sent, failed + report.failed
+    return FlushReport(sent=sent, failed=failed)
+
+
+def start_conversation(components: Components, to: str, provider_id: str) -> str:
+    """Send the start template to a patient and record the invitation; return the wa_id."""
+    wa_id = normalise_phone(to)
+    now = datetime.now(UTC)
+
+    def decide(stored: StoredConversation) -> ConversationUpdate:
+        state = invite(load_questionnaire("1"), state_from_stored(stored))
+        update = update_from_state(state, [])
+        update.fields.update({"invited_at": now, "invited_by": provider_id})
+        return update
+
+    components.repos.conversations.update_without_message(wa_id, now, decide)
+    try:
+        components.graph.send(template_payload(wa_id, components.config.whatsapp_start_template))
+    except GraphError as error:
+        raise UnavailableError(
+            f"the invitation could not be sent (Graph API error {error.code})"
+        ) from None
+    logger.info("invitation sent", extra={"wa_id": mask_phone(wa_id), "provider": provider_id})
+    return wa_id
+
+
+def normalise_phone(value: object) -> str:
+    """Return the WhatsApp id (E.164 digits, no '+') of a phone number, or raise 400."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError("'to' must be a phone number in international format")
+    text = value.strip()
+    if not text.startswith("+"):
+        text = "+" + text
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidInputError("'to' is not a valid phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidInputError("'to' is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]

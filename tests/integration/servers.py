@@ -1,0 +1,61 @@
+"""Run the service under gunicorn, as in production, against the test stack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+from service.config import Config
+from service.devstack import ROOT, free_port
+
+
+@contextlib.contextmanager
+def gunicorn(
+    config: Config,
+    log_path: Path,
+    workers: int = 1,
+    threads: int = 4,
+    command: str | None = None,
+    image_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Start gunicorn (or the given shell command line) and yield its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **(image_env or {}),
+        **config.to_env(),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    argv = (
+        ["/bin/sh", "-c", command]
+        if command
+        else [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+              "--workers", str(workers), "--threads", str(threads), "service.wsgi:app"]
+    )  # fmt: skip
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=2)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "gunicorn did not start in 60 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,0 +1,151 @@
+"""Sending replies: the outbox keeps what the Graph API did not take, and sends it once."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.providers import create_provider
+from tests.integration.whatsapp import Patient, body_text
+
+SECRET = "dev-app-secret"
+
+
+@pytest.fixture
+def patient(client, fake_graph) -> Patient:
+    return Patient(client, fake_graph, SECRET)
+
+
+@pytest.fixture
+def provider_headers(components) -> dict[str, str]:
+    token = create_provider(components.repos.providers, "Clinic").token
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_reply_the_graph_api_failed_stays_queued_and_goes_with_the_next_message(
+    patient, fake_graph, components
+):
+    patient.says("hello")
+    fake_graph.fail_next(3, status=500, code=2)  # every in-request attempt fails
+    assert patient.presses("language:en") == []
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == 1 and stored["last_error"]["code"] == 2
+    replies = patient.presses("consent:yes")
+    assert ["consent" in body_text(replies[0]).lower() or "agree" in body_text(replies[0])]
+    assert len(replies) == 2  # the queued consent question, then the name question
+    assert "name" in body_text(replies[1]).lower()
+    assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 0
+
+
+def test_the_flush_task_drains_the_outbox_once_the_graph_api_recovers(
+    patient, fake_graph, components, client, provider_headers
+):
+    patient.says("hello")
+    fake_graph.fail_next(3, status=503, code=1)
+    patient.presses("language:es")
+    assert patient.new_replies() == []
+    response = client.post("/tasks/flush-outbox", headers=provider_headers)
+    assert response.status_code == 200 and response.json["sent"] == 1
+    assert len(patient.new_replies()) == 1
+    again = client.post("/tasks/flush-outbox", headers=provider_headers)
+    assert again.json["sent"] == 0
+    assert patient.new_replies() == []
+
+
+def test_the_flush_task_needs_a_provider_token(client):
+    assert client.post("/tasks/flush-outbox").status_code == 401
+
+
+def test_throttling_with_retry_after_is_retried_within_the_request(patient, fake_graph):
+    patient.says("hello")
+    fake_graph.fail_next(1, status=429, code=130429, retry_after=1)
+    replies = patient.presses("language:en")
+    assert len(replies) == 1
+
+
+def test_a_long_retry_after_leaves_the_reply_queued_instead_of_holding_the_webhook(
+    patient, fake_graph, components
+):
+    patient.says("hello")
+    fake_graph.fail_next(1, status=429, code=130429, retry_after=60)
+    assert patient.presses("language:en") == []
+    assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 1
+
+
+def test_outside_the_24_hour_window_the_start_template_invites_the_patient_back(
+    patient, fake_graph, components, client, provider_headers
+):
+    patient.says("hello")
+    fake_graph.fail_next(3, status=500, code=2)
+    patient.presses("language:en")
+    fake_graph.customer_wrote(patient.wa_id, at=0)  # the window closed long ago
+    client.post("/tasks/flush-outbox", headers=provider_headers)
+    sent = patient.new_replies()
+    assert [reply["type"] for reply in sent] == ["template"]
+    assert sent[0]["template"]["name"] == components.config.whatsapp_start_template
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == 0 and stored["last_error"]["code"] == 131047
+
+
+def test_an_expired_token_makes_readiness_fail_until_a_send_succeeds(
+    patient, fake_graph, client, components
+):
+    patient.says("hello")
+    fake_graph.expire_token()
+    patient.presses("language:en")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "190" in response.json["checks"]["graph"]
+    fake_graph.reset()
+    patient.graph.customer_wrote(patient.wa_id)
+    patient.presses("consent:yes")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_start_conversation_sends_the_template_and_records_the_invitation(
+    client, fake_graph, components, provider_headers
+):
+    response = client.post(
+        "/startConversation", json={"to": "+34 612 34 56 78"}, headers=provider_headers
+    )
+    assert response.status_code == 202
+    sent = fake_graph.messages_to("34612345678")
+    assert [message["body"]["type"] for message in sent] == ["template"]
+    stored = components.repos.conversations.raw("34612345678")
+    assert stored["status"] == "invited" and stored["invited_at"]
+
+
+def test_start_conversation_accepts_the_seed_target_audience_key(
+    client, fake_graph, provider_headers
+):
+    response = client.post(
+        "/startConversation", json={"target_audience": "447911123456"}, headers=provider_headers
+    )
+    assert response.status_code == 202
+    assert fake_graph.messages_to("447911123456")
+
+
+@pytest.mark.parametrize(
+    "body", [{"to": "12"}, {"to": "+999 123"}, {"to": 5}, {}, ["x"], {"to": "not a phone"}]
+)
+def test_start_conversation_refuses_malformed_numbers(
+    client, fake_graph, provider_headers, components, body
+):
+    response = client.post("/startConversation", json=body, headers=provider_headers)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_input"
+    assert fake_graph.messages == []
+    assert list(components.repos.firestore.collection("conversations").stream()) == []
+
+
+def test_start_conversation_needs_a_provider_token(client, fake_graph):
+    assert client.post("/startConversation", json={"to": "+34612345678"}).status_code == 401
+    assert fake_graph.messages == []
+
+
+def test_an_invited_patient_who_writes_starts_the_form(
+    client, fake_graph, components, provider_headers, patient
+):
+    client.post("/startConversation", json={"to": "+34612345678"}, headers=provider_headers)
+    patient.new_replies()
+    replies = patient.says("Hola")
+    assert "language" in body_text(replies[-1]).lower() or "idioma" in body_text(replies[-1])

@@ -1,0 +1,108 @@
+"""Drive the app as Meta and a patient would: signed webhook posts, replies read from the fake."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from service import payloads
+from service.webhook import sign
+from tests.fakes.graph import FakeGraphApi
+
+
+def post_signed(client: FlaskClient, secret: str, payload: dict | bytes, path: str = "/webhook"):
+    raw = payload if isinstance(payload, bytes) else payloads.encode(payload)
+    return client.post(
+        path,
+        data=raw,
+        content_type="application/json",
+        headers={"X-Hub-Signature-256": sign(secret, raw)},
+    )
+
+
+@dataclass
+class Patient:
+    """A patient on WhatsApp: sends messages through the signed webhook, reads the bot's replies."""
+
+    client: FlaskClient
+    graph: FakeGraphApi
+    secret: str
+    wa_id: str = "34612345678"
+    seen: int = 0
+    sent: list[dict] = field(default_factory=list)
+    clock: int = field(default_factory=lambda: int(time.time()))
+
+    def _post(self, message: dict[str, Any]) -> list[dict]:
+        self.graph.customer_wrote(self.wa_id)
+        self.sent.append(message)
+        response = post_signed(
+            self.client,
+            self.secret,
+            payloads.envelope([payloads.message_value(self.wa_id, message)]),
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return self.new_replies()
+
+    def _timestamp(self) -> int:
+        self.clock += 1  # Meta's timestamps have one-second resolution; keep them increasing
+        return self.clock
+
+    def says(self, text: str) -> list[dict]:
+        return self._post(payloads.text_message(text, timestamp=self._timestamp()))
+
+    def presses(self, choice_id: str, title: str = "") -> list[dict]:
+        return self._post(
+            payloads.button_reply(choice_id, title or choice_id, timestamp=self._timestamp())
+        )
+
+    def picks(self, choice_id: str, title: str = "") -> list[dict]:
+        return self._post(
+            payloads.list_reply(choice_id, title or choice_id, timestamp=self._timestamp())
+        )
+
+    def sends(self, message: dict[str, Any]) -> list[dict]:
+        return self._post({"timestamp": str(self._timestamp()), **message})
+
+    def redelivers(self, index: int = -1) -> list[dict]:
+        """Meta delivers the same message again (same id and timestamp)."""
+        message = self.sent[index]
+        response = post_signed(
+            self.client,
+            self.secret,
+            payloads.envelope([payloads.message_value(self.wa_id, message)]),
+        )
+        assert response.status_code == 200
+        return self.new_replies()
+
+    def new_replies(self) -> list[dict]:
+        messages = self.graph.messages_to(self.wa_id)
+        fresh = messages[self.seen :]
+        self.seen = len(messages)
+        return [message["body"] for message in fresh]
+
+
+def body_text(reply: dict) -> str:
+    if reply["type"] == "text":
+        return reply["text"]["body"]
+    if reply["type"] == "interactive":
+        return reply["interactive"]["body"]["text"]
+    return reply.get("template", {}).get("name", "")
+
+
+def button_ids(reply: dict) -> list[str]:
+    if reply.get("type") != "interactive" or reply["interactive"]["type"] != "button":
+        return []
+    return [button["reply"]["id"] for button in reply["interactive"]["action"]["buttons"]]
+
+
+def row_ids(reply: dict) -> list[str]:
+    if reply.get("type") != "interactive" or reply["interactive"]["type"] != "list":
+        return []
+    return [
+        row["id"]
+        for section in reply["interactive"]["action"]["sections"]
+        for row in section["rows"]
+    ]
