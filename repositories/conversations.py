@@ -138,7 +138,13 @@ class ConversationRepository:
             snapshot = reference.get(transaction=transaction)
             stored = self._stored(wa_id, snapshot)
             if message_id in stored.fields.get("processed_ids", []):
-                return None, []
+                # A redelivery: Meta retries when we did not answer 200, e.g. a process died
+                # after the commit; replies it left queued (lease expired) go out now.
+                outbox = list(stored.fields.get("outbox", []))
+                claimed = _claim(outbox, now, lease)
+                if claimed:
+                    transaction.update(reference, {"outbox": outbox})
+                return None, claimed
             update = decide(stored)
             document = self._document(stored, update, message_id, now)
             claimed = _claim(document["outbox"], now, lease)

@@ -149,3 +149,26 @@ def test_an_invited_patient_who_writes_starts_the_form(
     patient.new_replies()
     replies = patient.says("Hola")
     assert "language" in body_text(replies[-1]).lower() or "idioma" in body_text(replies[-1])
+
+
+def test_a_redelivery_sends_replies_left_queued_by_a_process_that_died(
+    patient, fake_graph, components
+):
+    from datetime import UTC, datetime, timedelta
+
+    patient.says("hello")
+    fake_graph.fail_next(3, status=500, code=2)
+    patient.presses("language:en")
+    # As if the process died after its commit: the reply is queued, its lease long expired.
+    raw = components.repos.conversations.raw(patient.wa_id)
+    outbox = [
+        {**item, "claimed_until": datetime.now(UTC) - timedelta(minutes=5)}
+        for item in raw["outbox"]
+    ]
+    components.repos.firestore.collection("conversations").document(patient.wa_id).update(
+        {"outbox": outbox}
+    )
+    replies = patient.redelivers()
+    assert len(replies) == 1 and "agree" in body_text(replies[0]).lower()
+    assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 0
+    assert patient.redelivers() == []
