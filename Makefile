@@ -34,7 +34,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: tools $(STAMP)
-	@for script in bench/archive.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in bench/archive.py bench/webhook.py bench/export.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache

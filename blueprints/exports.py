@@ -1,8 +1,9 @@
-"""Provider exports: the day's zip password (export building lands with the exports issue)."""
+"""Provider exports: build an export, download it through its signed link, the day's password."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, g, jsonify, request, url_for
 
-from blueprints.auth import provider_required
+from blueprints.auth import provider_required, request_origin
+from service import exports as export_service
 from service.components import current_components
 from service.passwords import export_password, today_utc
 
@@ -15,4 +16,47 @@ def password():
     daily = export_password(current_components().config.zip_password, today_utc())
     response = jsonify({"password": daily.password, "valid_until": daily.valid_until.isoformat()})
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/extractData")
+@provider_required
+def extract_data():
+    created = export_service.create_export(
+        current_components(),
+        g.provider.provider_id,
+        request.args.get("format"),
+        request.args.get("from"),
+        request.args.get("to"),
+        request_origin(),
+    )
+    download_url = url_for(
+        "exports.download", export_id=created.export_id, token=created.token, _external=True
+    )
+    response = jsonify(
+        {
+            "export_id": created.export_id,
+            "format": created.format,
+            "records": created.records,
+            "download_url": download_url,
+            "expires_at": created.expires_at.isoformat(),
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/exports/<export_id>/download")
+def download(export_id: str):
+    opened = export_service.open_download(
+        current_components(), export_id, request.args.get("token"), request_origin()
+    )
+    response = Response(opened.chunks, mimetype="application/zip", direct_passthrough=True)
+    response.headers["Content-Disposition"] = f'attachment; filename="{opened.file_name}"'
+    response.headers["Content-Length"] = str(opened.size)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token is in the URL
+    # An export built just before midnight UTC opens with that day's password, not today's.
+    response.headers["X-Export-Password-Date"] = opened.password_date.isoformat()
     return response

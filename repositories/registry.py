@@ -13,6 +13,7 @@ from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
 from repositories.clients import make_firestore_client, make_storage_client
 from repositories.conversations import ConversationRepository
+from repositories.exports import ExportRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
 from service.config import Config
@@ -32,6 +33,7 @@ class Repositories:
     audit: AuditRepository
     migrations: MigrationRepository
     archive: ArchiveRepository
+    exports: ExportRepository
     conversations: ConversationRepository
 
     def firestore_ready(self) -> str | None:
@@ -75,5 +77,6 @@ def build_repositories(
         audit=AuditRepository(firestore_client),
         migrations=MigrationRepository(firestore_client),
         archive=ArchiveRepository(firestore_client, bucket, keys),
+        exports=ExportRepository(firestore_client, bucket),
         conversations=ConversationRepository(firestore_client, keys),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 from flask import current_app, has_app_context
@@ -11,6 +11,7 @@ from flask.cli import ScriptInfo
 
 from migrations.runner import MigrationError, run_migrations
 from service import archive as archive_service
+from service import exports as export_service
 from service import providers as provider_service
 from service.components import EXTENSION_KEY, Components
 from service.errors import ConfigError, ServiceError
@@ -135,6 +136,28 @@ def records_rebuild_index(ctx: click.Context) -> None:
     """Recreate missing index entries from the archived objects."""
     report = archive_service.rebuild_index(_components(ctx))
     click.echo(f"objects: {report.objects}  restored: {report.restored}")
+
+
+@cli.group(cls=_OperatorGroup)
+def exports() -> None:
+    """Manage export zips."""
+
+
+@exports.command("purge")
+@click.option(
+    "--older-than-hours",
+    type=click.IntRange(min=0),
+    default=24,
+    show_default=True,
+    help="Delete export zips created more than this many hours ago.",
+)
+@click.pass_context
+def exports_purge(ctx: click.Context, older_than_hours: int) -> None:
+    """Delete old export zips and mark their exports purged (run daily)."""
+    report = export_service.purge_exports(
+        _components(ctx), older_than=timedelta(hours=older_than_hours)
+    )
+    click.echo(f"purged: {report.exports}  orphans deleted: {report.orphans}")
 
 
 @cli.group(cls=_OperatorGroup)
