@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak tools clean
+.PHONY: run test lint format bench soak tools chromium clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,7 +22,13 @@ tools:
 run: tools $(STAMP)
 	$(PY) -m service.devstack
 
-test: tools $(STAMP)
+# The browser test drives Debian's chromium (Playwright's own browser download does not work here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 || \
+		{ echo "could not install chromium: run 'apt-get install -y chromium' as root, then make test again"; exit 1; }; }
+
+test: tools chromium $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)

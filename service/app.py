@@ -33,7 +33,7 @@ def create_app(config: Config | None = None, components: Components | None = Non
     app.extensions[EXTENSION_KEY] = components = components or build_components(config)
     if config.is_production:
         _load_keys_at_start(components)
-    _register_blueprints(app)
+    _register_blueprints(app, config)
     _register_error_handlers(app)
     _register_access_log(app)
     from service.cli import cli
@@ -50,7 +50,7 @@ def _load_keys_at_start(components: Components) -> None:
         logger.error(f"key material unavailable at start: {problem}")
 
 
-def _register_blueprints(app: Flask) -> None:
+def _register_blueprints(app: Flask, config: Config) -> None:
     from blueprints.exports import bp as exports_bp
     from blueprints.health import bp as health_bp
     from blueprints.messaging import bp as messaging_bp
@@ -58,6 +58,11 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(messaging_bp)
     app.register_blueprint(exports_bp)
+    if config.app_env in ("development", "test"):
+        # The simulator page and its fake Graph API: never part of a production app.
+        from blueprints.devtools import bp as devtools_bp
+
+        app.register_blueprint(devtools_bp)
 
 
 def _error_body(code: str, message: str) -> dict:

@@ -267,6 +267,10 @@ def run_development_server(port: int = 8080) -> int:
         # Development keeps a cleartext keyset in the git-ignored state folder.
         env.setdefault("LOCAL_KEYSET_PATH", str(state_dir / "dev-keyset.json"))
         env.setdefault("GOOGLE_CLOUD_PROJECT", "intake-local")
+        # Replies go to the simulator's fake Graph endpoint in the same process, which checks
+        # them against the same config (token, phone number id), so no Meta account is needed.
+        simulator_graph = f"http://127.0.0.1:{port}/dev/graph/v21.0"
+        env.setdefault("GRAPH_API_URL", simulator_graph)
         config = Config.from_env(env)
         os.environ.update(stack.env)
         components = build_components(config)
@@ -278,9 +282,18 @@ def run_development_server(port: int = 8080) -> int:
                 print("the service did not become ready; see the log above", file=sys.stderr)
                 return 1
             base = f"http://127.0.0.1:{port}"
-            print("\n".join(["", f"Service:        {base}", f"Readiness:      {base}/readyz"]
-                            + lines + ["", "Ctrl-C stops the service and the emulators.", ""]),
-                  flush=True)  # fmt: skip
+            urls = [
+                f"Simulator:      {base}/dev/chat",
+                f"Service:        {base}",
+                f"Readiness:      {base}/readyz",
+            ]
+            if config.graph_api_url != simulator_graph:
+                urls.append(
+                    f"Graph API:      {config.graph_api_url} (from GRAPH_API_URL; the simulator "
+                    "shows bot replies only when it is unset)"
+                )
+            footer = ["", "Ctrl-C stops the service and the emulators.", ""]
+            print("\n".join(["", *urls, *lines, *footer]), flush=True)
             return server.wait()
         except KeyboardInterrupt:
             return 0

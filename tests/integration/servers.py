@@ -24,9 +24,14 @@ def gunicorn(
     threads: int = 4,
     command: str | None = None,
     image_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Start gunicorn (or the given shell command line) and yield its base URL."""
-    port = free_port()
+    """Start gunicorn (or the given shell command line) and yield its base URL.
+
+    Pass `port` when the config must name the server's own address before it starts (the
+    simulator's GRAPH_API_URL points at the server itself).
+    """
+    port = port or free_port()
     env = {
         **os.environ,
         **(image_env or {}),
@@ -59,3 +64,16 @@ def gunicorn(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def simulator_server(config: Config, log_path: Path) -> Iterator[str]:
+    """Serve the app as `make run` does, its replies going to its own fake Graph endpoint.
+
+    One worker (the simulator's memory is per process) with 8 threads: a message from the page
+    holds one thread while the webhook it calls holds another and each reply a third.
+    """
+    port = free_port()
+    own_graph = f"http://127.0.0.1:{port}/dev/graph/v21.0"
+    with gunicorn(config.replace(graph_api_url=own_graph), log_path, threads=8, port=port) as base:
+        yield base
