@@ -13,8 +13,10 @@ from service.providers import RequestOrigin, authenticate
 
 def request_origin() -> RequestOrigin:
     """Describe where the current request came from, for audit events."""
+    # The route pattern, not the raw path: a path can carry whatever the caller typed.
+    route = request.url_rule.rule if request.url_rule else "(unmatched)"
     return RequestOrigin(
-        ip=request.remote_addr, user_agent=request.user_agent.string[:200], path=request.path
+        ip=request.remote_addr, user_agent=request.user_agent.string[:200], path=route
     )
 
 

@@ -51,7 +51,8 @@ def _simulator() -> Simulator:
 @bp.before_request
 def _loopback_only() -> None:
     host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    if host.lower() not in _LOCAL_HOSTS:
+    # The Host header stops DNS rebinding; the peer address stops a remote client that sets it.
+    if host.lower() not in _LOCAL_HOSTS or request.remote_addr not in ("127.0.0.1", "::1"):
         abort(403, "the dev tools answer only on localhost, 127.0.0.1 or [::1]")
 
 

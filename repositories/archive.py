@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,6 +109,17 @@ class ArchiveRepository:
     # -- writing -------------------------------------------------------------------------
     def archive(self, record: IntakeRecord) -> IndexEntry:
         """Store a record once; archiving it again (a retry) repairs and changes nothing."""
+        entry = self.store_object(record)
+        if entry.status == ACTIVE and self.index_entry(record.record_id) is None:
+            self._create_index_entry(entry)
+        return entry
+
+    def store_object(self, record: IntakeRecord) -> IndexEntry:
+        """Write the record's object (once) and return the index entry that would name it.
+
+        The caller writes the entry, e.g. in the same transaction as the conversation that
+        completed, so a record only counts once its conversation commits.
+        """
         plaintext = to_json(record)  # validates on the way in
         object_name = object_name_for(record.record_id, record.submitted_at)
         existing = self.index_entry(record.record_id)
@@ -119,7 +130,7 @@ class ArchiveRepository:
         keyring = self.keys.keyring()
         ciphertext = keyring.encrypt(plaintext, record.record_id.encode())
         key_id = self._write_object(record.record_id, object_name, ciphertext, plaintext)
-        entry = IndexEntry(
+        return IndexEntry(
             record_id=record.record_id,
             submitted_at=record.submitted_at,
             object_name=object_name,
@@ -127,8 +138,23 @@ class ArchiveRepository:
             schema_version=record.schema_version,
             status=ACTIVE,
         )
-        self._create_index_entry(entry)
-        return entry
+
+    def write_index_entry(self, transaction: firestore.Transaction, entry: IndexEntry) -> None:
+        """Write an index entry as part of the caller's transaction."""
+        transaction.set(self._index.document(entry.record_id), _entry_fields(entry))
+
+    def discard_unindexed(self, entry: IndexEntry) -> bool:
+        """Delete an object whose index entry was never committed (its transaction lost)."""
+        if self.index_entry(entry.record_id) is not None:
+            return False
+        try:
+            self._bucket.blob(entry.object_name).delete(**STORAGE_CALL)
+        except google_exceptions.NotFound:
+            pass
+        except _STORAGE_ERRORS as error:
+            raise unavailable("Cloud Storage", error) from error
+        logger.warning("unindexed archive object discarded", extra={"record_id": entry.record_id})
+        return True
 
     def _write_object(
         self, record_id: str, object_name: str, ciphertext: bytes, plaintext: bytes
@@ -179,10 +205,22 @@ class ArchiveRepository:
             raise NotFoundError(f"record {record_id} not found")
         if entry.status == ERASED:
             raise GoneError(f"record {record_id} was erased")
-        return self._fetch(entry)
+        record = self._fetch(entry)
+        if record is None:
+            raise GoneError(f"record {record_id} was erased")
+        return record
 
-    def _fetch(self, entry: IndexEntry) -> IntakeRecord:
-        ciphertext = self._download(entry.record_id, entry.object_name)
+    def _fetch(self, entry: IndexEntry) -> IntakeRecord | None:
+        """Fetch and decrypt; None when the record was erased after its entry was read."""
+        try:
+            ciphertext = self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
+        except google_exceptions.NotFound:
+            current = self.index_entry(entry.record_id)
+            if current is not None and current.status == ERASED:
+                return None
+            raise _integrity_failure(entry.record_id, "its archived object is missing") from None
+        except _STORAGE_ERRORS as error:
+            raise unavailable("Cloud Storage", error) from error
         return self._decode(entry.record_id, ciphertext)
 
     def _download(self, record_id: str, object_name: str) -> bytes:
@@ -280,17 +318,20 @@ class ArchiveRepository:
 
         At most `window` records are in flight or waiting, whatever the archive's size.
         A record that fails its integrity check raises RecordIntegrityError: nothing is skipped.
+        A record erased while this runs is left out, as if the export had started just after.
         """
         entries = (entry for entry in self.index_entries(start, end) if entry.status == ACTIVE)
-        pending: deque[Future[IntakeRecord]] = deque()
+        pending: deque[Future[IntakeRecord | None]] = deque()
         with ThreadPoolExecutor(self._fetch_workers, thread_name_prefix="archive-fetch") as pool:
             try:
                 for entry in entries:
                     pending.append(pool.submit(self._fetch, entry))
                     if len(pending) >= window:
-                        yield pending.popleft().result()
+                        if (record := pending.popleft().result()) is not None:
+                            yield record
                 while pending:
-                    yield pending.popleft().result()
+                    if (record := pending.popleft().result()) is not None:
+                        yield record
             finally:
                 for future in pending:
                     future.cancel()
@@ -348,13 +389,19 @@ class ArchiveRepository:
         for blob in self._bucket.list_blobs(prefix=OBJECT_PREFIX):
             yield blob.name
 
-    def restore_index_entry(self, object_name: str) -> IndexEntry | None:
-        """Recreate a missing index entry from its object; None when the entry exists."""
+    def restore_index_entry(
+        self, object_name: str, owned: Callable[[IntakeRecord], bool] = lambda record: True
+    ) -> IndexEntry | None:
+        """Recreate a missing index entry from its object; None when the entry exists or the
+        record is not `owned` (an object whose conversation never committed)."""
         record_id = record_id_of_object(object_name)
         if record_id is None or self.index_entry(record_id) is not None:
             return None
         ciphertext = self._download(record_id, object_name)
         record = self._decode(record_id, ciphertext)
+        if not owned(record):
+            logger.warning("unowned archive object left unindexed", extra={"record_id": record_id})
+            return None
         entry = IndexEntry(
             record_id=record_id,
             submitted_at=record.submitted_at,

@@ -8,6 +8,7 @@ may repeat answers) are Tink-encrypted, associated data = the document path.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,9 @@ from google.cloud import firestore
 from repositories.clients import TRANSIENT_ERRORS, unavailable
 from service.crypto import KeyMaterial, key_id_of
 from service.errors import ServiceError
+from service.logging import mask_phone
+
+logger = logging.getLogger(__name__)
 
 COLLECTION = "conversations"
 _PROCESSED_IDS_KEPT = 200  # Meta redelivers for up to 7 days; far more than a form's messages
@@ -47,6 +51,8 @@ class ConversationUpdate:
     draft: dict[str, Any] | None  # None deletes the draft
     replies: list[dict[str, Any]] = field(default_factory=list)
     drop_outbox: bool = False  # the patient stopped: nothing queued is sent any more
+    # Writes to other documents that must commit with this one (e.g. an archive index entry).
+    also_write: list[Callable[[firestore.Transaction], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,14 @@ class ConversationRepository:
         try:
             return json.loads(keyring.decrypt(sealed, associated.encode()))
         except tink.TinkError:
+            # The path holds the phone number: it stays out of the message (which may be
+            # returned to a caller); the log line masks it.
+            logger.error(
+                "stored conversation state failed authentication",
+                extra={"wa_id": mask_phone(associated.split("/", 1)[-1][:20])},
+            )
             raise ConversationIntegrityError(
-                f"{associated}: stored state failed authentication"
+                "a stored conversation failed authentication"
             ) from None
 
     def _stored(self, wa_id: str, snapshot: firestore.DocumentSnapshot) -> StoredConversation:
@@ -149,6 +161,8 @@ class ConversationRepository:
             document = self._document(stored, update, message_id, now)
             claimed = _claim(document["outbox"], now, lease)
             transaction.set(reference, document)
+            for write in update.also_write:
+                write(transaction)
             return update, claimed
 
         update, claimed = self._run(run)

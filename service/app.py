@@ -65,6 +65,11 @@ def _register_blueprints(app: Flask, config: Config) -> None:
         app.register_blueprint(devtools_bp)
 
 
+def _route() -> str:
+    """The matched route pattern: raw paths can carry whatever the caller typed."""
+    return request.url_rule.rule if request.url_rule else "(unmatched)"
+
+
 def _error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
@@ -72,6 +77,9 @@ def _error_body(code: str, message: str) -> dict:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError):
+        if error.status >= 500:
+            # Outages and integrity failures must be visible; their messages hold no PHI.
+            logger.error(f"{type(error).__name__}: {error}", extra={"route": _route()})
         return jsonify(_error_body(error.code, str(error))), error.status
 
     @app.errorhandler(HTTPException)
@@ -82,7 +90,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
-        logger.exception("unhandled error", extra={"path": request.path})
+        logger.exception("unhandled error", extra={"route": _route()})
         return jsonify({"error": {"code": "internal", "message": "internal error"}}), 500
 
 
@@ -99,7 +107,7 @@ def _register_access_log(app: Flask) -> None:
         latency = time.perf_counter() - started
         # The route pattern, never the raw URL: a path or query string can hold anything a
         # caller typed (a name, a signed-link token), and unmatched paths are logged as such.
-        route = request.url_rule.rule if request.url_rule else "(unmatched)"
+        route = _route()
         access.info(
             f"{request.method} {route} {response.status_code}",
             extra={

@@ -49,9 +49,21 @@ class RebuildReport:
 def rebuild_index(components: Components) -> RebuildReport:
     """Recreate index entries missing for archived objects (after a lost index)."""
     archive = components.repos.archive
+    conversations = components.repos.conversations
     names = list(archive.object_names())
+
+    def owned(record: IntakeRecord) -> bool:
+        # An object whose conversation exists but does not list it was written by a
+        # transaction that lost (it is discarded at once; this covers a crash before that).
+        # With no conversation at all (everything was lost), the object is restored.
+        stored = conversations.raw(record.wa_id)
+        return stored is None or record.record_id in stored.get("record_ids", [])
+
+    def restore(name: str) -> IndexEntry | None:
+        return archive.restore_index_entry(name, owned)
+
     with ThreadPoolExecutor(16, thread_name_prefix="rebuild") as pool:
-        restored = sum(1 for entry in pool.map(archive.restore_index_entry, names) if entry)
+        restored = sum(1 for entry in pool.map(restore, names) if entry)
     logger.info("index rebuilt", extra={"objects": len(names), "restored": restored})
     return RebuildReport(objects=len(names), restored=restored)
 

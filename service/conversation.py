@@ -10,15 +10,17 @@ from typing import Any
 
 import phonenumbers
 
+from repositories.archive import IndexEntry
 from repositories.conversations import (
+    ConversationIntegrityError,
     ConversationUpdate,
     OutboxItem,
     SendResult,
     StoredConversation,
 )
-from service.archive import archive_record, erase_record
+from service.archive import erase_record
 from service.components import Components
-from service.errors import InvalidInputError, NotFoundError, UnavailableError
+from service.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from service.flow.engine import advance, invite
 from service.flow.model import ConversationState, Effect, Step
 from service.flow.questionnaire import load_questionnaire
@@ -36,7 +38,11 @@ from service.whatsapp import (
 
 logger = logging.getLogger(__name__)
 
-_OUTBOX_LEASE = timedelta(seconds=30)
+# A lease must outlast a round of sends, or another process re-sends what is in flight: one
+# send takes at most 3 attempts x (3 s connect + 10 s read) + 5 s of backoff, and a round stops
+# starting new sends after _ROUND_BUDGET, so a round ends well within the lease.
+_OUTBOX_LEASE = timedelta(seconds=180)
+_ROUND_BUDGET = timedelta(seconds=60)
 _MAX_SEND_ATTEMPTS = 12
 _DRAFT_KEYS = (
     "answers",
@@ -98,7 +104,15 @@ def _jsonable(value: Any) -> Any:
 def handle_webhook(components: Components, batch: WebhookBatch) -> None:
     """Process every message and status of a verified webhook payload."""
     for message in batch.messages:
-        handle_message(components, message)
+        try:
+            handle_message(components, message)
+        except ConversationIntegrityError:
+            # Retrying cannot repair a state that fails authentication, and it would hold up
+            # every other patient in Meta's batch: logged (by the repository) and set aside.
+            logger.error(
+                "message set aside: conversation state unreadable",
+                extra={"wa_id": mask_phone(message.wa_id)},
+            )
     for status in batch.statuses:
         handle_status(components, status)
     if batch.skipped or batch.errors:
@@ -112,19 +126,28 @@ def handle_message(components: Components, message: InboundMessage) -> None:
     """Apply one patient message exactly once, then send what it queued."""
     repo = components.repos.conversations
 
+    stored_objects: dict[str, IndexEntry] = {}
+
     def decide(stored: StoredConversation) -> ConversationUpdate:
         state = state_from_stored(stored)
         questionnaire = load_questionnaire(state.questionnaire_version if state else "1")
         step = advance(questionnaire, state, message.inbound, message.timestamp, new_record_id())
-        for effect in step.effects:
-            _apply_effect(components, message.wa_id, effect)
         update = _update_for(step, message.wa_id)
+        for effect in step.effects:
+            entry = _apply_effect(components, message.wa_id, effect)
+            if entry is not None:
+                stored_objects[entry.record_id] = entry
+                update.also_write.append(
+                    lambda transaction, entry=entry: archive.write_index_entry(transaction, entry)
+                )
         update.fields["last_inbound_at"] = message.timestamp
         return update
 
+    archive = components.repos.archive
     update, claimed = repo.apply_inbound(
         message.wa_id, message.message_id, datetime.now(UTC), decide, _OUTBOX_LEASE
     )
+    _discard_lost_records(components, stored_objects, update)
     logger.info(
         "inbound message processed" if update else "duplicate message ignored",
         extra={
@@ -144,16 +167,35 @@ def _update_for(step: Step, wa_id: str) -> ConversationUpdate:
     return update
 
 
-def _apply_effect(components: Components, wa_id: str, effect: Effect) -> None:
-    """Archive or erase; both are idempotent, as a contended transaction may repeat them."""
+def _discard_lost_records(
+    components: Components, stored: dict[str, IndexEntry], update: ConversationUpdate | None
+) -> None:
+    """Delete objects written by a transaction attempt that did not commit.
+
+    A contended transaction runs decide() again on fresh state; when the committed attempt did
+    not complete the form (say a STOP won the race), the object an earlier attempt wrote has no
+    index entry and no owner: it must not linger as an unreachable copy of patient data.
+    """
+    committed = set(update.fields.get("record_ids", [])) if update else set()
+    for record_id, entry in stored.items():
+        if record_id not in committed:
+            components.repos.archive.discard_unindexed(entry)
+
+
+def _apply_effect(components: Components, wa_id: str, effect: Effect) -> IndexEntry | None:
+    """Store an archive object (its index entry commits with the conversation) or erase.
+
+    Both are idempotent, as a contended transaction may repeat them.
+    """
     if effect.kind == "archive" and effect.record is not None:
-        archive_record(components, _record(wa_id, effect.record))
-    elif effect.kind == "erase_records":
+        return components.repos.archive.store_object(_record(wa_id, effect.record))
+    if effect.kind == "erase_records":
         for record_id in effect.record_ids:
             try:
                 erase_record(components, record_id, actor="patient", reason="patient request")
             except NotFoundError:
                 logger.warning("record to erase not found", extra={"record_id": record_id})
+    return None
 
 
 def _record(wa_id: str, fields: dict[str, Any]) -> IntakeRecord:
@@ -201,8 +243,13 @@ def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) ->
     """Send leased replies in order; stop at the first that cannot go now; record all at once."""
     results: list[SendResult] = []
     failed = 0
+    started = datetime.now(UTC)
+    reengaged = [False]
     for index, item in enumerate(items):
-        result = _send_one(components, wa_id, item)
+        if datetime.now(UTC) - started > _ROUND_BUDGET:
+            results += [SendResult(later.key) for later in items[index:]]
+            break
+        result = _send_one(components, wa_id, item, reengaged)
         results.append(result)
         if result.wamid is None and not result.drop:
             failed = 1
@@ -213,11 +260,15 @@ def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) ->
     return FlushReport(sent=sum(1 for result in results if result.wamid), failed=failed)
 
 
-def _send_one(components: Components, wa_id: str, item: OutboxItem) -> SendResult:
+def _send_one(
+    components: Components, wa_id: str, item: OutboxItem, reengaged: list[bool]
+) -> SendResult:
     try:
         return SendResult(item.key, wamid=components.graph.send(item.payload).wamid)
     except OutsideWindowError as error:
-        _reengage(components, wa_id)
+        if not reengaged[0]:  # one invitation back, however many replies were waiting
+            _reengage(components, wa_id)
+            reengaged[0] = True
         return SendResult(item.key, error_code=error.code, drop=True)
     except RejectedMessageError as error:
         logger.error("Graph API rejected a reply", extra={"graph_code": error.code})
@@ -250,7 +301,11 @@ def start_conversation(components: Components, to: str, provider_id: str) -> str
     now = datetime.now(UTC)
 
     def decide(stored: StoredConversation) -> ConversationUpdate:
-        state = invite(load_questionnaire("1"), state_from_stored(stored))
+        current = state_from_stored(stored)
+        if current is not None and current.status == "opted_out":
+            # The bot promised a patient who wrote STOP no more messages until they write.
+            raise ConflictError("this patient opted out; they must write to the clinic first")
+        state = invite(load_questionnaire("1"), current)
         update = update_from_state(state, [])
         update.fields.update({"invited_at": now, "invited_by": provider_id})
         return update

@@ -437,6 +437,6 @@ def _audit(
             actor=actor,
             ip=origin.ip,
             user_agent=origin.user_agent,
-            details={**details, **({"path": origin.path} if origin.path else {})},
+            details=details,
         )
     )

@@ -30,7 +30,7 @@ _ID_LENGTH = 16  # 16 symbols of 5 bits: 80 random bits
 _ID_PATTERN = re.compile(f"[{_ALPHABET}]{{{_ID_LENGTH}}}")
 # Crockford's decoding rule: letters a reader may type for the digits they look like.
 _LOOKALIKES = str.maketrans({"o": "0", "i": "1", "l": "1"})
-_WA_ID_PATTERN = re.compile(r"[0-9]{8,15}")
+_WA_ID_PATTERN = re.compile(r"[0-9]{7,15}")  # E.164: 7 (Niue, Tokelau) to 15 digits
 _FIELD_NAME_PATTERN = re.compile(r"[a-z_]{1,40}")
 # Control characters, lone surrogates (not encodable as UTF-8) and line/paragraph separators.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
@@ -104,7 +104,7 @@ def validate(record: IntakeRecord) -> None:
     if record.consent_at > record.submitted_at:
         raise InvalidRecordError("consent_at", "must not be after submitted_at")
     if not isinstance(record.wa_id, str) or not _WA_ID_PATTERN.fullmatch(record.wa_id):
-        raise InvalidRecordError("wa_id", "must be 8 to 15 digits")
+        raise InvalidRecordError("wa_id", "must be 7 to 15 digits")
     _check_text("name", record.name, 2, 100)
     if not any(unicodedata.category(char).startswith("L") for char in record.name):
         raise InvalidRecordError("name", "must contain a letter")

@@ -19,7 +19,8 @@ from service.errors import InvalidInputError
 from service.flow.model import Inbound
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
-_WA_ID = re.compile(r"[0-9]{6,20}")
+# The same rule as IntakeRecord.wa_id: E.164 numbers have 7 (Niue, Tokelau) to 15 digits.
+_WA_ID = re.compile(r"[0-9]{7,15}")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._=:+/-]{1,256}")
 _STATUSES = ("sent", "delivered", "read", "failed", "deleted", "warning")
 _MAX_TEXT = 4096
@@ -77,7 +78,7 @@ def parse_payload(raw_body: bytes) -> WebhookBatch:
         _parse_statuses(value, batch)
         for error in _dicts(value.get("errors")):
             code = error.get("code")
-            batch.errors.append(code if isinstance(code, int) else 0)
+            batch.errors.append(code if isinstance(code, int) and 0 <= code < 2**31 else 0)
     return batch
 
 
@@ -181,6 +182,8 @@ def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
         codes = tuple(
             error["code"]
             for error in _dicts(status.get("errors"))
-            if isinstance(error.get("code"), int)
+            # Firestore stores 64-bit integers; Meta's codes are far smaller, so anything else
+            # is not a code we can act on.
+            if isinstance(error.get("code"), int) and 0 <= error["code"] < 2**31
         )
         batch.statuses.append(StatusUpdate(message_id, recipient, name, timestamp, codes))

@@ -166,12 +166,15 @@ class GraphClient:
             raise TemporaryGraphError(f"Graph API timed out ({type(error).__name__})") from None
         except requests.ConnectionError:
             raise TemporaryGraphError("Graph API unreachable") from None
+        except requests.RequestException as error:
+            raise TemporaryGraphError(
+                f"Graph API request failed ({type(error).__name__})"
+            ) from None
         if response.status_code == 200:
-            body = response.json()
             if self.token_expired:
                 with self._lock:
                     self.token_expired = False
-            return SentMessage(wamid=body["messages"][0]["id"])
+            return SentMessage(wamid=_wamid(response))
         raise self._error(response, payload)
 
     def _error(self, response: requests.Response, payload: dict[str, Any]) -> GraphError:
@@ -202,6 +205,19 @@ class GraphClient:
     def ready(self) -> str | None:
         """Return a reason when the last Graph answer said the token expired."""
         return "access token expired (error 190)" if self.token_expired else None
+
+
+def _wamid(response: requests.Response) -> str:
+    """The message id of a 200; Meta accepted the message even if the body is odd, so sending
+    it again would duplicate it."""
+    try:
+        wamid = response.json()["messages"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        wamid = None
+    if not isinstance(wamid, str):
+        logger.warning("Graph API accepted a message without a readable id")
+        return "unknown"
+    return wamid
 
 
 def _retry_after(response: requests.Response) -> float | None:

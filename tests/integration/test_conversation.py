@@ -240,3 +240,55 @@ def test_writing_after_completion_says_the_form_is_in(patient):
     complete_form(patient)
     replies = patient.says("hi again")
     assert "already" in body_text(replies[-1])
+
+
+def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, monkeypatch):
+    """The older transaction (STOP) wins; the Confirm attempt that lost leaves nothing behind."""
+    import threading
+    from datetime import UTC, datetime
+
+    import service.conversation as conversation
+    from service.flow.model import Inbound
+    from service.webhook import InboundMessage
+
+    patient.says("hello")
+    patient.presses("language:en")
+    patient.presses("consent:yes")
+    for answer in ("Maria Lopez", "03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):
+        patient.says(answer)
+    stop_has_read, confirm_stored = threading.Event(), threading.Event()
+    real_state, real_effect = conversation.state_from_stored, conversation._apply_effect
+    reads = []
+
+    def state_from_stored(stored):  # hold the STOP transaction after its read
+        if threading.current_thread().name == "stopper":
+            reads.append(1)
+            if len(reads) == 1:
+                stop_has_read.set()
+                confirm_stored.wait(10)
+        return real_state(stored)
+
+    def apply_effect(components, wa_id, effect):
+        entry = real_effect(components, wa_id, effect)
+        if effect.kind == "archive":
+            confirm_stored.set()
+        return entry
+
+    monkeypatch.setattr(conversation, "state_from_stored", state_from_stored)
+    monkeypatch.setattr(conversation, "_apply_effect", apply_effect)
+    stop = InboundMessage("wamid.STOPRACE", patient.wa_id, datetime.now(UTC),
+                          Inbound(kind="text", text="stop"), "text")  # fmt: skip
+    stopper = threading.Thread(
+        name="stopper", target=conversation.handle_message, args=(components, stop)
+    )
+    stopper.start()
+    stop_has_read.wait(10)
+    patient.presses("summary:confirm")
+    stopper.join(30)
+    raw = components.repos.conversations.raw(patient.wa_id)
+    indexed = [entry for entry in components.repos.archive.index_entries()]
+    objects = list(components.repos.archive.object_names())
+    # Either order of commits is fine; what must hold is that a record exists exactly when
+    # the committed conversation owns it.
+    assert [entry.record_id for entry in indexed] == raw["record_ids"]
+    assert len(objects) == len(raw["record_ids"]) <= 1

@@ -172,3 +172,14 @@ def test_a_redelivery_sends_replies_left_queued_by_a_process_that_died(
     assert len(replies) == 1 and "agree" in body_text(replies[0]).lower()
     assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 0
     assert patient.redelivers() == []
+
+
+def test_a_patient_who_said_stop_is_not_invited_again(client, fake_graph, patient,
+                                                      provider_headers):  # fmt: skip
+    patient.says("hello")
+    patient.says("stop")
+    before = len(fake_graph.messages)
+    response = client.post("/startConversation", json={"to": f"+{patient.wa_id}"},
+                           headers=provider_headers)  # fmt: skip
+    assert response.status_code == 409
+    assert len(fake_graph.messages) == before

@@ -176,3 +176,22 @@ def test_a_body_over_meta_limit_gets_413(client):
         headers={"X-Hub-Signature-256": sign(SECRET, raw)},
     )
     assert response.status_code == 413
+
+
+def test_a_failed_status_with_an_absurd_error_code_still_gets_200(client, components):
+    value = payloads.status_value(WA_ID, "wamid.ABC", "failed", errors=[{"code": 2**63}])
+    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert components.repos.conversations.raw(WA_ID)["failed_deliveries"] == 1
+
+
+def test_a_seven_digit_number_can_complete_the_form(client, fake_graph, components):
+    from tests.integration.whatsapp import Patient
+
+    patient = Patient(client, fake_graph, SECRET, wa_id="6831234")  # Niue numbers have 7 digits
+    patient.says("hello")
+    patient.presses("language:en")
+    patient.presses("consent:yes")
+    for answer in ("Maria Lopez", "03/02/1980", "f", "Main Road, Alofi", "none", "none"):
+        patient.says(answer)
+    patient.presses("summary:confirm")
+    assert components.repos.conversations.raw("6831234")["status"] == "completed"

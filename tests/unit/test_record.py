@@ -170,7 +170,7 @@ def test_valid_values_are_accepted(field, value):
         ("submitted_at", date(2026, 3, 1)),
         ("consent_at", datetime(2026, 3, 1, 9, 0)),
         ("consent_at", SUBMITTED_AT + timedelta(microseconds=1)),
-        ("wa_id", "1234567"),
+        ("wa_id", "123456"),
         ("wa_id", "1234567890123456"),
         ("wa_id", "+447700900123"),
         ("wa_id", "44 7700 900123"),
