@@ -31,6 +31,7 @@ def provider_required(view: Callable) -> Callable:
             components.repos.audit,
             request.headers.get("Authorization"),
             request_origin(),
+            components.auth_failures,
         )
         return view(*args, **kwargs)
 

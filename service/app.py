@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.components import EXTENSION_KEY, Components, build_components
 from service.config import Config
-from service.errors import ServiceError
+from service.errors import RateLimitedError, ServiceError
 from service.logging import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,10 @@ def _register_error_handlers(app: Flask) -> None:
         if error.status >= 500:
             # Outages and integrity failures must be visible; their messages hold no PHI.
             logger.error(f"{type(error).__name__}: {error}", extra={"route": _route()})
-        return jsonify(_error_body(error.code, str(error))), error.status
+        response = jsonify(_error_body(error.code, str(error)))
+        if isinstance(error, RateLimitedError):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response, error.status
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):

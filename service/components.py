@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
@@ -13,6 +13,7 @@ from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.errors import KeysetMissingError
 from service.kms import KmsAead, make_kms_client
+from service.ratelimit import FailureLimiter
 from service.whatsapp import GraphClient
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Components:
     repos: Repositories
     keys: KeyMaterial
     graph: GraphClient
+    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers."""

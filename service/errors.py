@@ -38,6 +38,17 @@ class GoneError(ServiceError):
     code = "gone"
 
 
+class RateLimitedError(ServiceError):
+    """Too many failed attempts from one address: try again after `retry_after` seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UnavailableError(ServiceError):
     """A dependency (Firestore, Storage, KMS, Graph API) did not answer: the caller may retry."""
 

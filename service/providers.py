@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 from repositories.audit import AuditEvent, AuditRepository
 from repositories.providers import Provider, ProviderRepository
-from service.errors import InvalidInputError, NotFoundError, UnauthorizedError
+from service.errors import InvalidInputError, NotFoundError, RateLimitedError, UnauthorizedError
+from service.ratelimit import FailureLimiter
 
 _TOKEN_PREFIX = "ipt"
 _PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
@@ -70,9 +71,21 @@ def authenticate(
     audit: AuditRepository,
     authorization: str | None,
     origin: RequestOrigin,
+    limiter: FailureLimiter | None = None,
 ) -> Provider:
-    """Return the provider a bearer token belongs to, auditing success and failure."""
+    """Return the provider a bearer token belongs to, auditing success and failure.
+
+    An address past its failure limit still gets in with a good token; a bad one gets 429
+    with Retry-After, and is not audited again (one event per failure would let anyone fill
+    the audit log).
+    """
     provider, reason = _check_token(providers, authorization)
+    wait = limiter.retry_after(origin.ip) if limiter and provider is None else None
+    if wait is not None:
+        limiter.record_failure(origin.ip)
+        raise RateLimitedError("too many failed attempts; try again later", retry_after=wait)
+    if provider is None and limiter is not None:
+        limiter.record_failure(origin.ip)
     audit.append(
         AuditEvent(
             action="provider.authenticate",

@@ -12,6 +12,7 @@ from service.app import create_app
 from service.components import Components, build_components
 from service.config import Config
 from service.devstack import LocalStack
+from service.ratelimit import FailureLimiter
 from tests.conftest import (
     BUCKET,
     GRAPH_TOKEN,
@@ -65,6 +66,7 @@ def clean_data(
 ) -> None:
     """Start every test from empty data; clear before, not after, so failures leave evidence."""
     fake_graph.reset()
+    components.auth_failures = FailureLimiter()
     fake_kms.set_unavailable(False)
     stack.clear_firestore(PROJECT_ID)
     components.repos.ensure_bucket()

@@ -29,7 +29,7 @@ def test_a_new_provider_token_opens_provider_endpoints(client, components):
         "Bearer ipt_0123456789abcdef_wrong",
         "Bearer ipt_../x_y",
         "Bearer not-a-token",
-    ],  # fmt: skip
+    ],
 )
 def test_a_missing_or_unknown_token_gets_401_with_a_json_error(client, components, authorization):
     _create(components)
@@ -116,3 +116,26 @@ def test_the_flask_cli_runner_reaches_the_same_commands(runner, components):
     result = runner.invoke(args=["intake", "providers", "create", "Via Flask"])
     assert result.exit_code == 0, result.output
     assert [p.name for p in components.repos.providers.list()] == ["Via Flask"]
+
+
+def test_repeated_bad_tokens_are_slowed_down_without_locking_out_a_good_token(client, components):
+    created = _create(components)
+    bad = {"Authorization": "Bearer ipt_0123456789abcdef_guess"}
+    limit = components.auth_failures.max_failures
+    statuses = [client.get("/exports/password", headers=bad).status_code for _ in range(limit)]
+    assert statuses == [401] * limit
+    throttled = client.get("/exports/password", headers=bad)
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert throttled.json["error"]["code"] == "rate_limited"
+    good = client.get("/exports/password", headers={"Authorization": f"Bearer {created.token}"})
+    assert good.status_code == 200
+    # Throttled failures are not audited one by one: the log cannot be flooded.
+    for _ in range(20):
+        client.get("/exports/password", headers=bad)
+    failures = [
+        e
+        for e in components.repos.audit.list(action="provider.authenticate")
+        if e.outcome == "failure"
+    ]
+    assert len(failures) == limit
