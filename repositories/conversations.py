@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import tink
+from google.api_core.exceptions import DeadlineExceeded, ServiceUnavailable
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
 from repositories.clients import TRANSIENT_ERRORS, unavailable
@@ -28,6 +30,11 @@ COLLECTION = "conversations"
 _PROCESSED_IDS_KEPT = 200  # Meta redelivers for up to 7 days; far more than a form's messages
 _SENT_KEPT = 50
 _TRANSACTION_ATTEMPTS = 20
+_BEGIN_TIMEOUT_SECONDS = 5.0
+_BEGIN_RETRY = Retry(
+    predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
+    timeout=_BEGIN_TIMEOUT_SECONDS,
+)
 
 
 class ConversationIntegrityError(ServiceError):
@@ -169,8 +176,9 @@ class ConversationRepository:
         return update, self._opened(wa_id, claimed)
 
     def _run(self, function: Callable[[firestore.Transaction], Any]) -> Any:
+        transaction = _BoundedTransaction(self._client, max_attempts=_TRANSACTION_ATTEMPTS)
         try:
-            return function(self._client.transaction(max_attempts=_TRANSACTION_ATTEMPTS))
+            return function(transaction)
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
 
@@ -351,3 +359,30 @@ def _claim(outbox: list[dict[str, Any]], now: datetime, lease: timedelta) -> lis
         item["attempts"] = item.get("attempts", 0) + 1
         claimed.append(item)
     return claimed
+
+
+class _BoundedTransaction(firestore.Transaction):
+    """A transaction whose begin gives up within seconds when Firestore is unreachable.
+
+    The library retries BeginTransaction for 60 s and then fails its own rollback with a
+    ValueError (there is no transaction to roll back), so an outage held each webhook for a
+    minute and ended in a 500 instead of a 503 that Meta retries.
+    """
+
+    def _begin(self, retry_id: bytes | None = None) -> None:
+        if self.in_progress:
+            raise ValueError("transaction already begun")
+        response = self._client._firestore_api.begin_transaction(
+            request={
+                "database": self._client._database_string,
+                "options": self._options_protobuf(retry_id),
+            },
+            metadata=self._client._rpc_metadata,
+            retry=_BEGIN_RETRY,
+            timeout=_BEGIN_TIMEOUT_SECONDS,
+        )
+        self._id = response.transaction
+
+    def _rollback(self) -> None:
+        if self.in_progress:
+            super()._rollback()
