@@ -77,3 +77,13 @@ def simulator_server(config: Config, log_path: Path) -> Iterator[str]:
     own_graph = f"http://127.0.0.1:{port}/dev/graph/v21.0"
     with gunicorn(config.replace(graph_api_url=own_graph), log_path, threads=8, port=port) as base:
         yield base
+
+
+def eventually_ready(client, within: float = 30.0) -> bool:
+    """Poll /readyz until it answers 200: gRPC reconnects with backoff after an outage."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return True
+        time.sleep(0.25)
+    return False

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from service.devstack import LocalStack
+from tests.integration.servers import eventually_ready
 from tests.integration.whatsapp import Patient
 
 SECRET = "dev-app-secret"
@@ -16,15 +17,6 @@ SECRET = "dev-app-secret"
 @pytest.fixture
 def patient(client, fake_graph) -> Patient:
     return Patient(client, fake_graph, SECRET)
-
-
-def _until_ready(client, within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return True
-        time.sleep(0.25)
-    return False
 
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
@@ -54,7 +46,7 @@ def test_firestore_down_gets_5xx_and_the_redelivery_completes_the_step(
         assert ready.status_code == 503 and ready.json["checks"]["firestore"] != "ok"
     finally:
         stack.firestore.start()
-    assert _until_ready(client)
+    assert eventually_ready(client)
     # The emulator came back empty (it keeps data in memory): that is the harshest case, a
     # lost state; the point here is the answer codes and that nothing is answered twice.
     replies = patient.redelivers()

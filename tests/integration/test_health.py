@@ -1,15 +1,5 @@
-import time
-
 from service.devstack import LocalStack
-
-
-def _eventually_ready(client, within: float = 20.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return True
-        time.sleep(0.25)
-    return False
+from tests.integration.servers import eventually_ready
 
 
 def test_healthz_answers_while_the_process_runs(client):
@@ -33,7 +23,7 @@ def test_readyz_names_firestore_when_the_emulator_is_down(client, stack: LocalSt
     finally:
         stack.firestore.start()
     # The gRPC channel reconnects with backoff, so readiness returns within seconds, not at once.
-    assert _eventually_ready(client)
+    assert eventually_ready(client)
 
 
 def test_readyz_names_storage_when_fake_gcs_is_down(client, stack: LocalStack):
