@@ -109,9 +109,9 @@ class ArchiveRepository:
     # -- writing -------------------------------------------------------------------------
     def archive(self, record: IntakeRecord) -> IndexEntry:
         """Store a record once; archiving it again (a retry) repairs and changes nothing."""
-        entry = self.store_object(record)
-        if entry.status == ACTIVE and self.index_entry(record.record_id) is None:
-            self._create_index_entry(entry)
+        entry, existing = self._store(record)
+        if existing is None or existing.object_name != entry.object_name:
+            self._create_index_entry(entry)  # refuses an entry naming another object
         return entry
 
     def store_object(self, record: IntakeRecord) -> IndexEntry:
@@ -120,17 +120,21 @@ class ArchiveRepository:
         The caller writes the entry, e.g. in the same transaction as the conversation that
         completed, so a record only counts once its conversation commits.
         """
+        return self._store(record)[0]
+
+    def _store(self, record: IntakeRecord) -> tuple[IndexEntry, IndexEntry | None]:
+        """Write the object unless archived already; return its entry and the existing one."""
         plaintext = to_json(record)  # validates on the way in
         object_name = object_name_for(record.record_id, record.submitted_at)
         existing = self.index_entry(record.record_id)
         if existing is not None and existing.status == ERASED:
             raise ConflictError(f"record {record.record_id} was erased")
         if existing is not None and existing.object_name == object_name:
-            return existing  # a retry after a complete archive: nothing to repair
+            return existing, existing  # a retry after a complete archive: nothing to repair
         keyring = self.keys.keyring()
         ciphertext = keyring.encrypt(plaintext, record.record_id.encode())
         key_id = self._write_object(record.record_id, object_name, ciphertext, plaintext)
-        return IndexEntry(
+        entry = IndexEntry(
             record_id=record.record_id,
             submitted_at=record.submitted_at,
             object_name=object_name,
@@ -138,6 +142,7 @@ class ArchiveRepository:
             schema_version=record.schema_version,
             status=ACTIVE,
         )
+        return entry, existing
 
     def write_index_entry(self, transaction: firestore.Transaction, entry: IndexEntry) -> None:
         """Write an index entry as part of the caller's transaction."""

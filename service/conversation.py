@@ -126,6 +126,7 @@ def handle_message(components: Components, message: InboundMessage) -> None:
     """Apply one patient message exactly once, then send what it queued."""
     repo = components.repos.conversations
 
+    archive = components.repos.archive
     stored_objects: dict[str, IndexEntry] = {}
 
     def decide(stored: StoredConversation) -> ConversationUpdate:
@@ -143,7 +144,6 @@ def handle_message(components: Components, message: InboundMessage) -> None:
         update.fields["last_inbound_at"] = message.timestamp
         return update
 
-    archive = components.repos.archive
     update, claimed = repo.apply_inbound(
         message.wa_id, message.message_id, datetime.now(UTC), decide, _OUTBOX_LEASE
     )
