@@ -18,9 +18,7 @@ def patient(client, fake_graph) -> Patient:
 
 
 def complete_form(patient: Patient, language: str = "en") -> list[dict]:
-    patient.says("hello")
-    patient.presses(f"language:{language}")
-    patient.presses("consent:yes")
+    patient.starts_form(language)
     patient.says("Maria Fernanda Lopez")
     patient.says("03/02/1980")
     patient.presses("gender:female")
@@ -60,9 +58,7 @@ def test_every_reply_is_sent_once_and_in_order(patient, fake_graph):
 
 
 def test_the_stored_conversation_holds_no_answer_in_plaintext(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Fernanda Lopez")
     patient.says("03/02/1980")
     patient.presses("gender:female")
@@ -99,9 +95,7 @@ def test_the_stored_conversation_holds_no_answer_in_plaintext(patient, component
 def test_a_bad_answer_gets_a_specific_reask_and_counts_for_support(
     patient, components, step_answers, bad, hint
 ):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     for answer in step_answers:
         patient.says(answer)
     before = components.repos.conversations.raw(patient.wa_id)
@@ -113,9 +107,7 @@ def test_a_bad_answer_gets_a_specific_reask_and_counts_for_support(
 
 
 def test_written_months_and_other_date_forms_are_accepted(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Lopez")
     patient.says("February 3, 1980")
     assert components.repos.conversations.raw(patient.wa_id)["step"] == "gender"
@@ -123,9 +115,7 @@ def test_written_months_and_other_date_forms_are_accepted(patient, components):
 
 @pytest.mark.parametrize("kind", ["image", "audio", "location", "sticker"])
 def test_media_mid_form_asks_for_text_and_does_not_move_the_form(patient, components, kind):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     message = {"id": f"wamid.media{kind}", "type": kind, kind: {"id": "1"}}
     replies = patient.sends(message)
     assert "text" in body_text(replies[-1]).lower()
@@ -133,9 +123,7 @@ def test_media_mid_form_asks_for_text_and_does_not_move_the_form(patient, compon
 
 
 def test_a_redelivered_message_changes_the_state_once_and_is_answered_once(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Lopez")
     state = components.repos.conversations.raw(patient.wa_id)
     assert patient.redelivers() == []
@@ -151,18 +139,14 @@ def test_a_redelivered_confirmation_archives_one_record(patient, components):
 
 
 def test_back_returns_to_the_previous_question(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Lopez")
     patient.says("BACK")
     assert components.repos.conversations.raw(patient.wa_id)["step"] == "name"
 
 
 def test_help_explains_and_changes_nothing(patient, components):
-    patient.says("hello")
-    patient.presses("language:es")
-    patient.presses("consent:yes")
+    patient.starts_form("es")
     replies = patient.says("Ayuda")
     text = " ".join(body_text(reply) for reply in replies)
     assert "atrás" in text and "reiniciar" in text
@@ -170,9 +154,7 @@ def test_help_explains_and_changes_nothing(patient, components):
 
 
 def test_restart_clears_the_answers(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Lopez")
     patient.says("restart")
     stored = components.repos.conversations.get(patient.wa_id)
@@ -180,9 +162,7 @@ def test_restart_clears_the_answers(patient, components):
 
 
 def test_stop_deletes_the_draft_and_nothing_more_is_sent(patient, components, fake_graph):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     patient.says("Maria Lopez")
     replies = patient.says("stop")
     assert len(replies) == 1
@@ -219,9 +199,7 @@ def test_delete_my_data_erases_the_archived_record_after_confirmation(patient, c
 
 
 def test_edit_from_the_summary_changes_one_answer_and_returns(patient, components):
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):
         patient.says(answer)
     edit = patient.presses("summary:edit")
@@ -251,9 +229,7 @@ def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, m
     from service.flow.model import Inbound
     from service.webhook import InboundMessage
 
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):
         patient.says(answer)
     stop_has_read, confirm_stored = threading.Event(), threading.Event()

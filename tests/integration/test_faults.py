@@ -33,9 +33,7 @@ def test_firestore_down_gets_5xx_and_the_redelivery_completes_the_step(
 ):
     from service import payloads
 
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     message = payloads.text_message("Maria Lopez", timestamp=patient._timestamp())
     stack.firestore.stop()
     try:

@@ -188,9 +188,7 @@ def test_a_seven_digit_number_can_complete_the_form(client, fake_graph, componen
     from tests.integration.whatsapp import Patient
 
     patient = Patient(client, fake_graph, SECRET, wa_id="6831234")  # Niue numbers have 7 digits
-    patient.says("hello")
-    patient.presses("language:en")
-    patient.presses("consent:yes")
+    patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Main Road, Alofi", "none", "none"):
         patient.says(answer)
     patient.presses("summary:confirm")

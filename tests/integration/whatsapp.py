@@ -66,6 +66,12 @@ class Patient:
     def sends(self, message: dict[str, Any]) -> list[dict]:
         return self._post({"timestamp": str(self._timestamp()), **message})
 
+    def starts_form(self, language: str = "en") -> list[dict]:
+        """Say hello, pick the language and consent: the form then asks for the name."""
+        self.says("hello")
+        self.presses(f"language:{language}")
+        return self.presses("consent:yes")
+
     def redelivers(self, index: int = -1) -> list[dict]:
         """Meta delivers the same message again (same id and timestamp)."""
         message = self.sent[index]
