@@ -3,12 +3,13 @@
 Run: make bench, or .venv/bin/python bench/export.py [--sizes 10000,100000] [--formats csv,xlsx]
 
 For each size it archives the records (many writer threads; sizes are filled incrementally),
-then runs each export in a child process, so the peak RSS printed is the export's own: the
-child builds the app, asks GET /extractData through the Flask test client and streams the
-download to a file. Beside it, from the same archive: the raw rate at which the stack serves
-the same objects (parallel GETs, 16 threads, no decryption), the index read rate, and the
-single-thread costs of decrypt + validate, of writing CSV/XLSX rows and of the AES zip, so the
-export's time can be read against each limit.
+seals the complete days as the nightly `records seal` job would (timed apart: it is not part
+of an export), then runs each export in a child process, so the peak RSS printed is the
+export's own: the child builds the app, asks GET /extractData through the Flask test client
+and streams the download to a file. Beside it, from the same archive: the raw rate at which
+the stack serves the same objects one GET each (16 threads, no decryption), the index read
+rate, and the single-thread costs of decrypt + validate, of writing CSV/XLSX rows and of the
+AES zip, so the export's time can be read against each limit.
 
 fake-gcs-server runs with its filesystem backend here (--gcs-backend memory gives the tests'
 stack): the memory backend keeps a bucket's objects in one list that every read and write
@@ -42,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyzipper  # noqa: E402
 
 from bench.common import bench_stack, fresh_components, median  # noqa: E402
+from repositories import archive as archive_module  # noqa: E402
 from service import devstack  # noqa: E402
 from service import providers as provider_service  # noqa: E402
-from service.archive import archive_record  # noqa: E402
+from service.archive import archive_record, seal_days  # noqa: E402
 from service.components import Components  # noqa: E402
 from service.export import write_csv, write_xlsx  # noqa: E402
 from service.passwords import export_password, today_utc  # noqa: E402
@@ -74,6 +76,15 @@ def run(sizes: list[int], formats: list[str], runs: int, writers: int, backend: 
                 f"{(size - archived) / seconds:.0f} rec/s, {writers} writer threads)"
             )
             archived = size
+            began = time.perf_counter()
+            reports = seal_days(components)
+            seconds = time.perf_counter() - began
+            sealed = sum(report.records for report in reports if report.sealed)
+            print(
+                f"   sealed {sum(1 for report in reports if report.sealed)} day(s) holding "
+                f"{sealed} records in {seconds:.1f} s ({sealed / seconds:.0f} rec/s): "
+                "`records seal`, the nightly job, not part of an export"
+            )
             limits = _limits(components, size)
             for name, (rate, note) in limits.items():
                 print(f"   {name:<38} {rate:>8.0f} rec/s  {note}".rstrip())
@@ -154,7 +165,10 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
     count = len(records)
     csv_megabytes = len(csv_file.getvalue()) / 1e6
     return {
-        "index read (pages of 500)": (size / index_seconds, f"{index_seconds:.1f} s"),
+        f"index read (pages of {archive_module._PAGE_SIZE})": (
+            size / index_seconds,
+            f"{index_seconds:.1f} s",
+        ),
         RAW_GET: (size / get_seconds, f"{total_bytes / size:.0f} B/object, {get_seconds:.1f} s"),
         "decrypt + validate (1 thread)": (count / decrypt_seconds, ""),
         "CSV rows written (1 thread)": (count / csv_seconds, ""),
@@ -218,6 +232,11 @@ def _report(file_format: str, size: int, results: list[dict], raw_rate: float) -
             **seconds,
         )
     )
+    read = results[0]["read"]
+    print(
+        f"        records read from sealed batches: {read['from_batches']}, "
+        f"one GET each: {read['one_by_one']}"
+    )
     print(
         f"        peak RSS of the export process: "
         f"{max(r['peak_rss_mb'] for r in results):.0f} MB "
@@ -236,10 +255,13 @@ class _Timings(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
         self.seconds: dict[str, float] = {}
+        self.read: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == "export created":
             self.seconds = record.seconds  # type: ignore[attr-defined]
+        if record.getMessage() == "export read its records":
+            self.read = {key: getattr(record, key) for key in ("from_batches", "one_by_one")}
 
 
 def child(file_format: str, result_path: Path) -> None:
@@ -270,6 +292,7 @@ def child(file_format: str, result_path: Path) -> None:
         "request_seconds": request_seconds,
         "download_seconds": download_seconds,
         "seconds": timings.seconds,
+        "read": timings.read,
         "zip_bytes": zip_path.stat().st_size,
         "zip_path": str(zip_path),
         "rss_before_mb": rss_before,

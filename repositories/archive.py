@@ -3,24 +3,37 @@
 Objects: `intakes/YYYY/MM/DD/{record_id}.tink`, the record JSON under Tink AEAD with associated
 data = the record id, written with `if_generation_match=0` so nothing is ever overwritten.
 Index: `intakes/{record_id}` with submitted_at, object, key_id, schema_version, status.
+Days: `intake_days/{YYYY-MM-DD}` with a `version` bumped in the same write as every index change
+of that day, and the day's sealed batch (repositories/batches.py) once `records seal` ran.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import tink
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 from requests.exceptions import RequestException
 
+from repositories.batches import (
+    DAY_COLLECTION,
+    BatchFormatError,
+    FrameReader,
+    FrameWriter,
+    SealedBatch,
+    batch_prefix,
+    day_id,
+)
 from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
 from service.crypto import KeyMaterial, key_id_of
 from service.errors import ConflictError, GoneError, NotFoundError, ServiceError
@@ -40,6 +53,13 @@ ACTIVE, ERASED = "active", "erased"
 # Larger pages mean fewer queries; each page costs more on the emulator as the index grows.
 _PAGE_SIZE = 2000
 _STORAGE_ERRORS = (*TRANSIENT_ERRORS, RequestException)
+# Batches are read in ranged GETs of this size: few requests, bounded memory.
+BATCH_READ_CHUNK = 8 * 1024 * 1024
+_BATCH_WRITE_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+# A batch object no day document names is deleted once it is this old (a crashed seal's);
+# younger ones may belong to a seal still running.
+STRAY_BATCH_AGE = timedelta(minutes=15)
+_T = TypeVar("_T")
 
 
 class RecordIntegrityError(ServiceError):
@@ -78,6 +98,44 @@ class IndexEntry:
     status: str
     erased_at: datetime | None = None
 
+    @property
+    def order_key(self) -> tuple[datetime, str]:
+        return self.submitted_at, self.record_id
+
+
+@dataclass
+class ReadStats:
+    """How iter_records got its records: from sealed daily batches or one GET each."""
+
+    from_batches: int = 0
+    one_by_one: int = 0
+    batches_used: int = 0
+    batch_fallbacks: int = 0
+
+
+@dataclass(frozen=True)
+class _IndexRange:
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass
+class SealReport:
+    day: date
+    records: int = 0
+    sealed: bool = False
+    already_sealed: bool = False
+    superseded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
 
 def object_name_for(record_id: str, submitted_at: datetime) -> str:
     return f"{OBJECT_PREFIX}{submitted_at.astimezone(UTC):%Y/%m/%d}/{record_id}.tink"
@@ -101,7 +159,9 @@ class ArchiveRepository:
         keys: KeyMaterial,
         fetch_workers: int = 16,
     ) -> None:
+        self._client = client
         self._index = client.collection(INDEX_COLLECTION)
+        self._days = client.collection(DAY_COLLECTION)
         self._bucket = bucket
         self.keys = keys
         self._fetch_workers = fetch_workers
@@ -145,8 +205,15 @@ class ArchiveRepository:
         return entry, existing
 
     def write_index_entry(self, transaction: firestore.Transaction, entry: IndexEntry) -> None:
-        """Write an index entry as part of the caller's transaction."""
+        """Write an index entry, and bump its day's version, as part of the caller's transaction."""
         transaction.set(self._index.document(entry.record_id), _entry_fields(entry))
+        transaction.set(*self._day_bump(entry.submitted_at), merge=True)
+
+    def _day_bump(self, submitted_at: datetime, **more: object) -> tuple[object, dict]:
+        """The write that marks a change to a day's index, so its sealed batch is not read."""
+        day = day_of(submitted_at)
+        fields = {"day": day_id(day), "version": firestore.Increment(1), **more}
+        return self._days.document(day_id(day)), fields
 
     def discard_unindexed(self, entry: IndexEntry) -> bool:
         """Delete an object whose index entry was never committed (its transaction lost)."""
@@ -184,8 +251,11 @@ class ArchiveRepository:
         return key_id_of(stored)
 
     def _create_index_entry(self, entry: IndexEntry) -> None:
+        batch = self._client.batch()
+        batch.create(self._index.document(entry.record_id), _entry_fields(entry))
+        batch.set(*self._day_bump(entry.submitted_at), merge=True)
         try:
-            self._index.document(entry.record_id).create(_entry_fields(entry))
+            batch.commit()
         except google_exceptions.AlreadyExists:
             current = self.index_entry(entry.record_id)
             if current is None or current.object_name != entry.object_name:
@@ -217,8 +287,13 @@ class ArchiveRepository:
 
     def _fetch(self, entry: IndexEntry) -> IntakeRecord | None:
         """Fetch and decrypt; None when the record was erased after its entry was read."""
+        ciphertext = self._fetch_ciphertext(entry)
+        return None if ciphertext is None else self._decode(entry.record_id, ciphertext)
+
+    def _fetch_ciphertext(self, entry: IndexEntry) -> bytes | None:
+        """Fetch the stored ciphertext; None when the record was erased after its entry was read."""
         try:
-            ciphertext = self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
+            return self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             current = self.index_entry(entry.record_id)
             if current is not None and current.status == ERASED:
@@ -226,7 +301,6 @@ class ArchiveRepository:
             raise _integrity_failure(entry.record_id, "its archived object is missing") from None
         except _STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
-        return self._decode(entry.record_id, ciphertext)
 
     def _download(self, record_id: str, object_name: str) -> bytes:
         try:
@@ -317,29 +391,267 @@ class ArchiveRepository:
             last = snapshots[-1]
 
     def iter_records(
-        self, start: datetime | None = None, end: datetime | None = None, window: int = 64
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        window: int = 64,
+        stats: ReadStats | None = None,
     ) -> Iterator[IntakeRecord]:
         """Yield active records in submitted_at order, fetched and decrypted in parallel.
 
-        At most `window` records are in flight or waiting, whatever the archive's size.
+        Whole days with a current sealed batch are read from it in a few large requests; the
+        rest (today, unsealed or changed days) one GET per record, `window` in flight.
         A record that fails its integrity check raises RecordIntegrityError: nothing is skipped.
-        A record erased while this runs is left out, as if the export had started just after.
+        A record erased while this runs is left out, as if the export had started just after,
+        unless it was already read from its day's batch (then as if the erase came just after).
         """
-        entries = (entry for entry in self.index_entries(start, end) if entry.status == ACTIVE)
-        pending: deque[Future[IntakeRecord | None]] = deque()
-        with ThreadPoolExecutor(self._fetch_workers, thread_name_prefix="archive-fetch") as pool:
-            try:
-                for entry in entries:
-                    pending.append(pool.submit(self._fetch, entry))
-                    if len(pending) >= window:
-                        if (record := pending.popleft().result()) is not None:
-                            yield record
-                while pending:
-                    if (record := pending.popleft().result()) is not None:
-                        yield record
-            finally:
-                for future in pending:
-                    future.cancel()
+        stats = stats if stats is not None else ReadStats()
+        for segment in self._read_plan(start, end):
+            if isinstance(segment, SealedBatch):
+                yield from self._batch_records(segment, window, stats)
+            else:
+                entries = self.index_entries(segment.start, segment.end)
+                yield from self._fetched_records(entries, window, stats)
+
+    def _read_plan(
+        self, start: datetime | None, end: datetime | None
+    ) -> list[SealedBatch | _IndexRange]:
+        """Split [start, end) into the whole days read from batches and the ranges between."""
+        plan: list[SealedBatch | _IndexRange] = []
+        cursor = start
+        for batch in self.current_batches(start, end):
+            batch_start = day_start(batch.day)
+            if cursor is None or cursor < batch_start:
+                plan.append(_IndexRange(cursor, batch_start))
+            plan.append(batch)
+            cursor = batch_start + timedelta(days=1)
+        if cursor is None or end is None or cursor < end:
+            plan.append(_IndexRange(cursor, end))
+        return plan
+
+    def current_batches(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[SealedBatch]:
+        """Sealed batches of whole days inside [start, end) whose day has not changed since."""
+        query = self._days.order_by("day")
+        if start is not None:
+            query = query.where(filter=firestore.FieldFilter("day", ">=", day_id(day_of(start))))
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("day", "<=", day_id(day_of(end))))
+        try:
+            snapshots = list(query.stream())
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+        batches = []
+        for snapshot in snapshots:
+            batch = _current_batch(snapshot.to_dict())
+            if batch is None:
+                continue
+            first = day_start(batch.day)
+            inside = (start is None or start <= first) and (
+                end is None or first + timedelta(days=1) <= end
+            )
+            if inside:
+                batches.append(batch)
+        return batches
+
+    def _fetched_records(
+        self, entries: Iterable[IndexEntry], window: int, stats: ReadStats
+    ) -> Iterator[IntakeRecord]:
+        active = (entry for entry in entries if entry.status == ACTIVE)
+        for record in _in_order(self._fetch, active, self._fetch_workers, window):
+            if record is not None:
+                stats.one_by_one += 1
+                yield record
+
+    def _batch_records(
+        self, batch: SealedBatch, window: int, stats: ReadStats
+    ) -> Iterator[IntakeRecord]:
+        """Yield a day's records from its batch, checking every frame and the whole object.
+
+        If the object disappears while read (the day was resealed, or a record erased), the
+        rest of the day comes from the per-record objects, after the last record yielded.
+        """
+        last: tuple[datetime, str] | None = None
+        label = f"batch {day_id(batch.day)}"
+        blob = self._bucket.blob(batch.object_name, generation=batch.generation)
+        try:
+            with blob.open("rb", chunk_size=BATCH_READ_CHUNK, **STORAGE_CALL) as stream:
+                reader = FrameReader(stream)
+                for record_id, ciphertext in reader:
+                    record = self._decode(record_id, ciphertext)
+                    key = (record.submitted_at, record_id)
+                    if day_of(record.submitted_at) != batch.day:
+                        raise _integrity_failure(record_id, f"it is in the {label} of another day")
+                    if last is not None and key <= last:
+                        raise _integrity_failure(record_id, f"it is out of order in the {label}")
+                    last = key
+                    stats.from_batches += 1
+                    yield record
+            if reader.count != batch.count or reader.sha256 != batch.sha256:
+                raise _integrity_failure(label, "it does not match its day's seal")
+            stats.batches_used += 1
+            return
+        except google_exceptions.NotFound:
+            logger.info("sealed batch gone while read; reading the rest of its day one by one",
+                        extra={"day": day_id(batch.day)})  # fmt: skip
+        except BatchFormatError as error:
+            raise _integrity_failure(label, str(error)) from None
+        except _STORAGE_ERRORS as error:
+            raise unavailable("Cloud Storage", error) from error
+        stats.batch_fallbacks += 1
+        first = day_start(batch.day)
+        rest = (
+            entry
+            for entry in self.index_entries(first, first + timedelta(days=1))
+            if last is None or entry.order_key > last
+        )
+        yield from self._fetched_records(rest, window, stats)
+
+    # -- sealing -------------------------------------------------------------------------
+    def days_to_seal(self, before: date) -> list[date]:
+        """Days before `before` with index changes and no current batch, oldest first."""
+        query = self._days.where(filter=firestore.FieldFilter("day", "<", day_id(before)))
+        try:
+            snapshots = list(query.order_by("day").stream())
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+        primary = self.keys.keyring().primary_key_id
+        days = []
+        for snapshot in snapshots:
+            fields = snapshot.to_dict()
+            batch = _current_batch(fields)
+            if batch is None or set(batch.key_ids) - {primary}:
+                days.append(date.fromisoformat(fields["day"]))
+        return days
+
+    def seal_day(
+        self, day: date, window: int = 64, on_written: Callable[[], None] | None = None
+    ) -> SealReport:
+        """Copy the day's active records' ciphertexts into one batch object and record it.
+
+        The batch is recorded only if the day's version did not change while it was written
+        (an archive, erase or rebuild of that day meanwhile); otherwise its object is deleted
+        and the day stays read one record at a time until the next seal.
+        `on_written` runs between writing the object and recording it (tests race it).
+        """
+        report = SealReport(day)
+        reference = self._days.document(day_id(day))
+        fields = self._get(reference) or {}
+        version = int(fields.get("version", 0))
+        current = _current_batch(fields)
+        primary = self.keys.keyring().primary_key_id
+        if current is not None and not set(current.key_ids) - {primary}:
+            report.already_sealed = True
+            report.superseded = self._sweep_batches(day, keep=current.object_name)
+            return report
+        name = f"{batch_prefix(day)}v{version}-{secrets.token_hex(8)}.batch"
+        first = day_start(day)
+        entries = (
+            entry
+            for entry in self.index_entries(first, first + timedelta(days=1))
+            if entry.status == ACTIVE
+        )
+        blob = self._bucket.blob(name)
+        key_ids: set[int] = set()
+        try:
+            with blob.open(
+                "wb",
+                chunk_size=_BATCH_WRITE_CHUNK,
+                content_type="application/octet-stream",
+                if_generation_match=0,
+                **STORAGE_CALL,
+            ) as out:
+                writer = FrameWriter(out)
+                pairs = _in_order(
+                    lambda entry: (entry, self._fetch_ciphertext(entry)),
+                    entries,
+                    self._fetch_workers,
+                    window,
+                )
+                for entry, ciphertext in pairs:
+                    if ciphertext is None:
+                        continue  # erased meanwhile; the version check below refuses the seal
+                    self._decode(entry.record_id, ciphertext)  # never seal a corrupt record
+                    writer.add(entry.record_id, ciphertext)
+                    key_ids.add(key_id_of(ciphertext) or 0)
+            blob.reload(**STORAGE_CALL)
+        except BaseException:
+            self._delete_quietly(name)
+            raise
+        if on_written is not None:
+            on_written()
+        batch = SealedBatch(
+            day=day,
+            object_name=name,
+            generation=int(blob.generation),
+            version=version,
+            count=writer.count,
+            sha256=writer.sha256,
+            key_ids=tuple(sorted(key_ids)),
+            sealed_at=datetime.now(UTC),
+        )
+        if not self._record_batch(reference, batch):
+            self._delete_quietly(name)
+            report.notes.append("the day changed while it was sealed; it stays unsealed")
+            logger.warning("seal refused: the day changed meanwhile", extra={"day": day_id(day)})
+            return report
+        report.sealed, report.records = True, writer.count
+        previous = (fields.get("batch") or {}).get("object")
+        if previous and previous != name:
+            self._delete_quietly(previous)  # superseded: older keys, or a since-changed day
+            report.superseded += 1
+        report.superseded += self._sweep_batches(day, keep=name)
+        logger.info("day sealed", extra={"day": day_id(day), "records": writer.count})
+        return report
+
+    def _record_batch(self, reference, batch: SealedBatch) -> bool:
+        @firestore.transactional
+        def record(transaction: firestore.Transaction) -> bool:
+            snapshot = reference.get(transaction=transaction)
+            fields = snapshot.to_dict() if snapshot.exists else {}
+            if int(fields.get("version", 0)) != batch.version:
+                return False
+            transaction.set(
+                reference, {"day": day_id(batch.day), "batch": batch.to_fields()}, merge=True
+            )
+            return True
+
+        try:
+            return record(self._client.transaction())
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+
+    def _sweep_batches(self, day: date, keep: str | None, everything: bool = False) -> int:
+        """Delete the day's batch objects other than `keep`: all of them for an erase (no copy
+        of the record may survive), else only strays older than a seal could take."""
+        deleted = 0
+        now = datetime.now(UTC)
+        try:
+            for blob in self._bucket.list_blobs(prefix=batch_prefix(day), **STORAGE_CALL):
+                if blob.name == keep:
+                    continue
+                if everything or now - (blob.time_created or now) >= STRAY_BATCH_AGE:
+                    self._delete_quietly(blob.name)
+                    deleted += 1
+        except _STORAGE_ERRORS as error:
+            raise unavailable("Cloud Storage", error) from error
+        return deleted
+
+    def _delete_quietly(self, name: str) -> None:
+        try:
+            self._bucket.blob(name).delete(**STORAGE_CALL)
+        except google_exceptions.NotFound:
+            pass
+        except _STORAGE_ERRORS as error:
+            raise unavailable("Cloud Storage", error) from error
+
+    def _get(self, reference) -> dict | None:
+        try:
+            snapshot = reference.get()
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+        return snapshot.to_dict() if snapshot.exists else None
 
     # -- maintenance ---------------------------------------------------------------------
     def erase(self, record_id: str, erased_at: datetime) -> IndexEntry:
@@ -354,7 +666,16 @@ class ArchiveRepository:
         except _STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         fields = {"status": ERASED, "erased_at": erased_at, "key_id": None}
-        self._index.document(record_id).update(fields)
+        batch = self._client.batch()
+        batch.update(self._index.document(record_id), fields)
+        # The day's batch holds a copy of the record: unseal the day in the same write, then
+        # delete every batch object of that day (a rerun of an interrupted erase does too).
+        batch.set(*self._day_bump(entry.submitted_at, batch=firestore.DELETE_FIELD), merge=True)
+        try:
+            batch.commit()
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+        self._sweep_batches(day_of(entry.submitted_at), keep=None, everything=True)
         return IndexEntry(**{**entry.__dict__, "status": ERASED, "erased_at": erased_at,
                              "key_id": None})  # fmt: skip
 
@@ -417,6 +738,32 @@ class ArchiveRepository:
         )
         self._create_index_entry(entry)
         return entry
+
+
+def _in_order(
+    work: Callable[[IndexEntry], _T], entries: Iterable[IndexEntry], workers: int, window: int
+) -> Iterator[_T]:
+    """Run `work` on each entry in a thread pool; yield results in order, `window` in flight."""
+    pending: deque[Future[_T]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="archive-fetch") as pool:
+        try:
+            for entry in entries:
+                pending.append(pool.submit(work, entry))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _current_batch(fields: dict) -> SealedBatch | None:
+    """The day's batch if it was sealed at the day's current version, else None."""
+    sealed = fields.get("batch")
+    if not sealed or int(sealed.get("version", -1)) != int(fields.get("version", 0)):
+        return None
+    return SealedBatch.from_fields(date.fromisoformat(fields["day"]), sealed)
 
 
 def _integrity_failure(record_id: str, reason: str) -> RecordIntegrityError:

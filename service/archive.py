@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from repositories.archive import ACTIVE, IndexEntry
+from repositories.archive import ACTIVE, IndexEntry, SealReport
 from repositories.audit import AuditEvent
 from service.components import Components
 from service.record import IntakeRecord
@@ -97,3 +97,26 @@ def reencrypt_records(components: Components, limit: int | None = None) -> Reenc
                 batch = []
         reencrypted += sum(pool.map(archive.reencrypt, batch))
     return ReencryptReport(examined, reencrypted, primary)
+
+
+def seal_days(
+    components: Components, day: date | None = None, before: date | None = None
+) -> list[SealReport]:
+    """Seal `day`, or every complete UTC day before `before` (default: today) that has no
+    current batch, so exports read each such day in a few large requests. Run daily."""
+    archive = components.repos.archive
+    days = [day] if day is not None else archive.days_to_seal(before or datetime.now(UTC).date())
+    reports = []
+    for each in days:
+        report = archive.seal_day(each)
+        reports.append(report)
+        logger.info(
+            "seal",
+            extra={
+                "day": each.isoformat(),
+                "sealed": report.sealed,
+                "records": report.records,
+                "superseded": report.superseded,
+            },
+        )
+    return reports

@@ -138,6 +138,28 @@ def records_rebuild_index(ctx: click.Context) -> None:
     click.echo(f"objects: {report.objects}  restored: {report.restored}")
 
 
+@records.command("seal")
+@click.option(
+    "--day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Seal this UTC day only (default: every complete day not sealed yet).",
+)
+@click.pass_context
+def records_seal(ctx: click.Context, day: datetime | None) -> None:
+    """Copy each complete day's records into one sealed batch, for fast exports (run daily)."""
+    reports = archive_service.seal_days(_components(ctx), day=day.date() if day else None)
+    for report in reports:
+        if report.sealed:
+            outcome = f"sealed {report.records} records"
+        elif report.already_sealed:
+            outcome = "already sealed"
+        else:
+            outcome = "; ".join(report.notes) or "not sealed"
+        click.echo(f"{report.day.isoformat()}  {outcome}")
+    sealed = sum(1 for report in reports if report.sealed)
+    click.echo(f"days examined: {len(reports)}  sealed: {sealed}")
+
+
 @cli.group(cls=_OperatorGroup)
 def exports() -> None:
     """Manage export zips."""

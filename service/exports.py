@@ -20,6 +20,7 @@ from typing import Any
 import pyzipper
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
+from repositories.archive import ReadStats
 from repositories.audit import AuditEvent
 from repositories.exports import PURGED, ExportEntry
 from service.components import Components
@@ -73,6 +74,7 @@ class CreatedExport:
     token: str
     expires_at: datetime
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+    read: ReadStats = field(default_factory=ReadStats)  # sealed batches or one GET per record
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,8 @@ def _create(
     created_at = now or datetime.now(UTC)
     password_day = today_utc(created_at)
     password = export_password(components.config.zip_password, password_day).password
-    records = components.repos.archive.iter_records(filters.start, filters.end)
+    read = ReadStats()
+    records = components.repos.archive.iter_records(filters.start, filters.end, stats=read)
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
         count, seconds = _build_zip(Path(folder), file_format, records, password, created_at)
         uploading = time.perf_counter()
@@ -191,7 +194,17 @@ def _create(
         )
     )
     seconds["total"] = time.perf_counter() - began
-    return CreatedExport(export_id, file_format, count, token, expires_at, seconds)
+    logger.info(
+        "export read its records",
+        extra={
+            "export_id": export_id,
+            "from_batches": read.from_batches,
+            "one_by_one": read.one_by_one,
+            "batches": read.batches_used,
+            "batch_fallbacks": read.batch_fallbacks,
+        },
+    )
+    return CreatedExport(export_id, file_format, count, token, expires_at, seconds, read)
 
 
 def _build_zip(
