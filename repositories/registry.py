@@ -16,6 +16,7 @@ from repositories.conversations import ConversationRepository
 from repositories.exports import ExportRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
+from repositories.ratelimits import RateLimitRepository
 from service.config import Config
 from service.crypto import KeyMaterial
 
@@ -35,6 +36,7 @@ class Repositories:
     archive: ArchiveRepository
     exports: ExportRepository
     conversations: ConversationRepository
+    rate_limits: RateLimitRepository
 
     def firestore_ready(self) -> str | None:
         """Return None when Firestore answers, else a short reason."""
@@ -79,4 +81,5 @@ def build_repositories(
         archive=ArchiveRepository(firestore_client, bucket, keys),
         exports=ExportRepository(firestore_client, bucket),
         conversations=ConversationRepository(firestore_client, keys),
+        rate_limits=RateLimitRepository(firestore_client),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app
@@ -13,7 +13,7 @@ from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.errors import KeysetMissingError
 from service.kms import KmsAead, make_kms_client
-from service.ratelimit import FailureLimiter
+from service.ratelimit import SharedFailureLimiter
 from service.whatsapp import GraphClient
 
 if TYPE_CHECKING:
@@ -31,7 +31,10 @@ class Components:
     repos: Repositories
     keys: KeyMaterial
     graph: GraphClient
-    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
+    # Failed provider logins and failed download links, each limited per client address
+    # across every instance and worker (counted in Firestore `rate_limits`).
+    auth_failures: SharedFailureLimiter
+    download_failures: SharedFailureLimiter
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers."""
@@ -49,7 +52,19 @@ def build_components(config: Config) -> Components:
     graph = GraphClient(
         config.graph_api_url, config.whatsapp_phone_number_id, config.meta_access_token
     )
-    return Components(config=config, repos=repos, keys=repos.archive.keys, graph=graph)
+    return Components(
+        config=config,
+        repos=repos,
+        keys=repos.archive.keys,
+        graph=graph,
+        auth_failures=build_failure_limiter(config, repos, "auth"),
+        download_failures=build_failure_limiter(config, repos, "download"),
+    )
+
+
+def build_failure_limiter(config: Config, repos: Repositories, scope: str) -> SharedFailureLimiter:
+    """Return a limiter of failed attempts per address, shared through Firestore."""
+    return SharedFailureLimiter(repos.rate_limits, config.secret_key, scope)
 
 
 def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from repositories.audit import AuditEvent, AuditRepository
 from repositories.providers import Provider, ProviderRepository
 from service.errors import InvalidInputError, NotFoundError, RateLimitedError, UnauthorizedError
-from service.ratelimit import FailureLimiter
+from service.ratelimit import SharedFailureLimiter, audit_throttle
 
 _TOKEN_PREFIX = "ipt"
 _PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
@@ -71,21 +71,22 @@ def authenticate(
     audit: AuditRepository,
     authorization: str | None,
     origin: RequestOrigin,
-    limiter: FailureLimiter | None = None,
+    limiter: SharedFailureLimiter | None = None,
 ) -> Provider:
     """Return the provider a bearer token belongs to, auditing success and failure.
 
-    An address past its failure limit still gets in with a good token; a bad one gets 429
-    with Retry-After, and is not audited again (one event per failure would let anyone fill
-    the audit log).
+    A good token always gets in, even from an address past its failure limit. A bad one past
+    the limit gets 429 with Retry-After; those refusals are counted by the limiter and
+    summarised in one audit event per window, not audited one by one (one event per failure
+    would let anyone fill the audit log).
     """
     provider, reason = _check_token(providers, authorization)
-    wait = limiter.retry_after(origin.ip) if limiter and provider is None else None
-    if wait is not None:
-        limiter.record_failure(origin.ip)
-        raise RateLimitedError("too many failed attempts; try again later", retry_after=wait)
-    if provider is None and limiter is not None:
-        limiter.record_failure(origin.ip)
+    throttle = limiter.record_failure(origin.ip) if limiter and provider is None else None
+    if throttle is not None:
+        audit_throttle(audit, "provider.authenticate", limiter, throttle, origin)
+        raise RateLimitedError(
+            "too many failed attempts; try again later", retry_after=throttle.retry_after
+        )
     audit.append(
         AuditEvent(
             action="provider.authenticate",

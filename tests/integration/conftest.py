@@ -9,10 +9,9 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from service.app import create_app
-from service.components import Components, build_components
+from service.components import Components, build_components, build_failure_limiter
 from service.config import Config
 from service.devstack import LocalStack
-from service.ratelimit import FailureLimiter
 from tests.conftest import (
     BUCKET,
     GRAPH_TOKEN,
@@ -66,7 +65,11 @@ def clean_data(
 ) -> None:
     """Start every test from empty data; clear before, not after, so failures leave evidence."""
     fake_graph.reset()
-    components.auth_failures = FailureLimiter()
+    # Fresh per-process fronts; their shared counts go with the Firestore data below.
+    components.auth_failures = build_failure_limiter(components.config, components.repos, "auth")
+    components.download_failures = build_failure_limiter(
+        components.config, components.repos, "download"
+    )
     fake_kms.set_unavailable(False)
     stack.clear_firestore(PROJECT_ID)
     components.repos.ensure_bucket()

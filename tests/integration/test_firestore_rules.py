@@ -11,6 +11,7 @@ from tests.conftest import PROJECT_ID
 
 COLLECTIONS = [
     "conversations", "intakes", "exports", "providers", "audit_events", "_migrations", "_meta",
+    "rate_limits",
 ]  # fmt: skip
 
 
