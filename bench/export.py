@@ -56,6 +56,7 @@ from tests.records import numbered_record  # noqa: E402
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SAMPLE = 5000  # records for the single-thread cost measurements
 RAW_GET = "raw GET rate (16 threads)"
+RAW_BATCH = "raw sealed-batch read rate"
 
 
 def run(sizes: list[int], formats: list[str], runs: int, writers: int, backend: str) -> None:
@@ -90,7 +91,7 @@ def run(sizes: list[int], formats: list[str], runs: int, writers: int, backend: 
                 print(f"   {name:<38} {rate:>8.0f} rec/s  {note}".rstrip())
             for file_format in formats:
                 results = [_child_export(config, token, file_format) for _ in range(runs)]
-                _report(file_format, size, results, limits[RAW_GET][0])
+                _report(file_format, size, results, limits[RAW_GET][0], limits[RAW_BATCH][0])
             _purge_exports(components)
 
 
@@ -137,6 +138,15 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
     with ThreadPoolExecutor(16) as pool:
         total_bytes = sum(len(data) for data in pool.map(_get(bucket), names))
     get_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    batches = archive.current_batches()
+    for batch in batches:  # the bytes an export of sealed days reads, without parsing them
+        blob = bucket.blob(batch.object_name, generation=batch.generation)
+        with blob.open("rb", chunk_size=archive_module.BATCH_READ_CHUNK) as stream:
+            while stream.read(archive_module.BATCH_READ_CHUNK):
+                pass
+    batch_seconds = time.perf_counter() - began
+    batched = sum(batch.count for batch in batches)
     sample_names = names[:SAMPLE]
     with ThreadPoolExecutor(16) as pool:
         ciphertexts = list(pool.map(_get(bucket), sample_names))
@@ -170,6 +180,10 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
             f"{index_seconds:.1f} s",
         ),
         RAW_GET: (size / get_seconds, f"{total_bytes / size:.0f} B/object, {get_seconds:.1f} s"),
+        RAW_BATCH: (
+            batched / batch_seconds,
+            f"{len(batches)} sealed day(s), {batch_seconds:.1f} s",
+        ),
         "decrypt + validate (1 thread)": (count / decrypt_seconds, ""),
         "CSV rows written (1 thread)": (count / csv_seconds, ""),
         "XLSX rows written (1 thread)": (count / xlsx_seconds, ""),
@@ -213,16 +227,20 @@ def _verify(zip_path: Path, file_format: str, config) -> int | None:
     return sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))) - 1
 
 
-def _report(file_format: str, size: int, results: list[dict], raw_rate: float) -> None:
+def _report(
+    file_format: str, size: int, results: list[dict], raw_rate: float, batch_rate: float
+) -> None:
     for result in results:
         assert result["records"] == size, result
         assert result["rows"] in (None, size), result
     total = median([r["request_seconds"] + r["download_seconds"] for r in results])
     rate = size / total
+    of_batch = f"{rate / batch_rate:.0%}" if batch_rate else "n/a"
     seconds = {key: median([r["seconds"][key] for r in results]) for key in results[0]["seconds"]}
     print(
         f"   {file_format.upper():<4} export end to end: {total:6.1f} s  {rate:6.0f} rec/s  "
-        f"({rate / raw_rate:.0%} of the raw GET rate)  zip {results[0]['zip_bytes'] / 1e6:.1f} MB"
+        f"({rate / raw_rate:.0%} of the raw GET rate, {of_batch} of the raw batch read rate)  "
+        f"zip {results[0]['zip_bytes'] / 1e6:.1f} MB"
     )
     print(
         "        request {:.1f} s = waiting for records {fetch_wait:.1f} s + writing {write:.1f} s"
