@@ -1,27 +1,42 @@
-"""Conversation state: `conversations/{wa_id}`, one Firestore transaction per inbound message.
+"""Conversation state: `conversations/{wa_id}`, one read and one conditional commit per message.
 
 Plain fields are what support staff read in the console (status, step, language, timestamps,
 invalid-answer count, last error). The patient's draft answers and every queued reply (which
 may repeat answers) are Tink-encrypted, associated data = the document path.
+
+Changes are optimistic, not Firestore transactions: read the document, decide, then commit the
+new state only if the document is unchanged since the read (its update time, or that it still
+does not exist), and run again when another process won the race. A transaction holds a lock
+on the document from its first read; when a process dies holding it (a SIGKILLed worker, an
+instance shut down mid-request), Firestore keeps the lock until the transaction idles out
+after 60 s, and every redelivery meanwhile waits and aborts. A precondition leaves nothing
+behind.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import tink
-from google.api_core.exceptions import DeadlineExceeded, ServiceUnavailable
+from google.api_core.exceptions import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    ServiceUnavailable,
+)
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
 from repositories.clients import TRANSIENT_ERRORS, unavailable
 from service.crypto import KeyMaterial, key_id_of
-from service.errors import ServiceError
+from service.errors import ServiceError, UnavailableError
 from service.logging import mask_phone
 
 logger = logging.getLogger(__name__)
@@ -29,11 +44,16 @@ logger = logging.getLogger(__name__)
 COLLECTION = "conversations"
 _PROCESSED_IDS_KEPT = 200  # Meta redelivers for up to 7 days; far more than a form's messages
 _SENT_KEPT = 50
-_TRANSACTION_ATTEMPTS = 20
-_BEGIN_TIMEOUT_SECONDS = 5.0
-_BEGIN_RETRY = Retry(
+_ATTEMPTS = 20
+# Racing processes settle within milliseconds; past this the webhook answers 503 (Meta retries)
+# rather than hold a worker thread.
+_CONTENTION_BUDGET_SECONDS = 5.0
+# Each read and commit gives up within seconds when Firestore is unreachable (the library's
+# default retries for 60 s), so the webhook answers 503 and Meta retries.
+_CALL_TIMEOUT_SECONDS = 5.0
+_CALL_RETRY = Retry(
     predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
-    timeout=_BEGIN_TIMEOUT_SECONDS,
+    timeout=_CALL_TIMEOUT_SECONDS,
 )
 
 
@@ -58,8 +78,9 @@ class ConversationUpdate:
     draft: dict[str, Any] | None  # None deletes the draft
     replies: list[dict[str, Any]] = field(default_factory=list)
     drop_outbox: bool = False  # the patient stopped: nothing queued is sent any more
-    # Writes to other documents that must commit with this one (e.g. an archive index entry).
-    also_write: list[Callable[[firestore.Transaction], None]] = field(default_factory=list)
+    # Writes to other documents that must commit with this one (e.g. an archive index entry);
+    # each stages its write on the batch it is given.
+    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,15 @@ class SendResult:
     wamid: str | None = None
     error_code: int | None = None
     drop: bool = False
+
+
+@dataclass
+class _Change:
+    """What to commit if the conversation is still as it was read."""
+
+    fields: dict[str, Any]
+    replace: bool = False  # the whole document: fields not in `fields` are deleted
+    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,7 +164,7 @@ class ConversationRepository:
         query = self._collection.where(filter=firestore.FieldFilter("outbox_pending", ">", 0))
         return [snapshot.id for snapshot in query.limit(limit).stream()]
 
-    # -- the per-message transaction -----------------------------------------------------
+    # -- the per-message read-decide-commit -----------------------------------------------
     def apply_inbound(
         self,
         wa_id: str,
@@ -145,42 +175,79 @@ class ConversationRepository:
     ) -> tuple[ConversationUpdate | None, list[OutboxItem]]:
         """Run decide() on the current state and store its result, once per message id.
 
-        The same transaction leases every sendable reply to the caller (so no second
-        transaction is needed to claim them). Returns (None, []) for a message already
-        processed. decide() may run more than once when transactions contend, so whatever it
-        does besides returning must be idempotent.
+        The same commit leases every sendable reply to the caller (so no second write is
+        needed to claim them). Returns (None, []) for a message already processed. decide()
+        may run more than once when processes race, so whatever it does besides returning
+        must be idempotent.
         """
         reference = self._collection.document(wa_id)
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> tuple[ConversationUpdate | None, list]:
-            snapshot = reference.get(transaction=transaction)
+        def attempt(snapshot: firestore.DocumentSnapshot):
             stored = self._stored(wa_id, snapshot)
             if message_id in stored.fields.get("processed_ids", []):
                 # A redelivery: Meta retries when we did not answer 200, e.g. a process died
                 # after the commit; replies it left queued (lease expired) go out now.
                 outbox = list(stored.fields.get("outbox", []))
                 claimed = _claim(outbox, now, lease)
-                if claimed:
-                    transaction.update(reference, {"outbox": outbox})
-                return None, claimed
+                return (None, claimed), _Change({"outbox": outbox}) if claimed else None
             update = decide(stored)
             document = self._document(stored, update, message_id, now)
             claimed = _claim(document["outbox"], now, lease)
-            transaction.set(reference, document)
-            for write in update.also_write:
-                write(transaction)
-            return update, claimed
+            return (update, claimed), _Change(document, replace=True, also_write=update.also_write)
 
-        update, claimed = self._run(run)
+        update, claimed = self._read_modify_write(reference, attempt)
         return update, self._opened(wa_id, claimed)
 
-    def _run(self, function: Callable[[firestore.Transaction], Any]) -> Any:
-        transaction = _BoundedTransaction(self._client, max_attempts=_TRANSACTION_ATTEMPTS)
-        try:
-            return function(transaction)
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
+    def _read_modify_write(
+        self,
+        reference: firestore.DocumentReference,
+        attempt: Callable[[firestore.DocumentSnapshot], tuple[Any, _Change | None]],
+    ) -> Any:
+        """Read the document, let attempt() decide, commit its change if nobody wrote meanwhile.
+
+        attempt() runs again on fresh state when another process won the race.
+        """
+        deadline = time.monotonic() + _CONTENTION_BUDGET_SECONDS
+        for number in range(_ATTEMPTS):
+            try:
+                snapshot = reference.get(retry=_CALL_RETRY, timeout=_CALL_TIMEOUT_SECONDS)
+                result, change = attempt(snapshot)
+                if change is None:
+                    return result
+                batch = self._client.batch()
+                self._stage(batch, reference, snapshot, change)
+                batch.commit(retry=_CALL_RETRY, timeout=_CALL_TIMEOUT_SECONDS)
+                return result
+            except (FailedPrecondition, AlreadyExists):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(random.uniform(0, 0.005 * 2 ** min(number, 6)))  # jittered backoff
+            except TRANSIENT_ERRORS as error:
+                raise unavailable("Firestore", error) from error
+        logger.warning(
+            "conversation update lost every race", extra={"wa_id": mask_phone(reference.id)}
+        )
+        raise UnavailableError("the conversation is busy; try again")
+
+    def _stage(
+        self,
+        batch: firestore.WriteBatch,
+        reference: firestore.DocumentReference,
+        snapshot: firestore.DocumentSnapshot,
+        change: _Change,
+    ) -> None:
+        """Stage the change on the condition that the document is still as it was read."""
+        if not snapshot.exists:
+            batch.create(reference, change.fields)  # fails if another process created it
+        else:
+            fields = dict(change.fields)
+            if change.replace:
+                for name in (snapshot.to_dict() or {}).keys() - fields.keys():
+                    fields[name] = firestore.DELETE_FIELD
+            unchanged = self._client.write_option(last_update_time=snapshot.update_time)
+            batch.update(reference, fields, option=unchanged)
+        for write in change.also_write:
+            write(batch)
 
     def _document(
         self,
@@ -224,14 +291,12 @@ class ConversationRepository:
         """Apply a change not caused by a patient message (an invitation, a support action)."""
         reference = self._collection.document(wa_id)
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> ConversationUpdate:
-            stored = self._stored(wa_id, reference.get(transaction=transaction))
+        def attempt(snapshot: firestore.DocumentSnapshot):
+            stored = self._stored(wa_id, snapshot)
             update = decide(stored)
-            transaction.set(reference, self._document(stored, update, None, now))
-            return update
+            return update, _Change(self._document(stored, update, None, now), replace=True)
 
-        return self._run(run)
+        return self._read_modify_write(reference, attempt)
 
     # -- the outbox ----------------------------------------------------------------------
     def _opened(self, wa_id: str, items: list[dict[str, Any]]) -> list[OutboxItem]:
@@ -250,16 +315,13 @@ class ConversationRepository:
         """Lease the unsent replies so one process sends them while others skip them."""
         reference = self._collection.document(wa_id)
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> list[dict[str, Any]]:
-            snapshot = reference.get(transaction=transaction)
+        def attempt(snapshot: firestore.DocumentSnapshot):
             outbox = (snapshot.to_dict() or {}).get("outbox", []) if snapshot.exists else []
             claimed = _claim(outbox, now, lease)
-            if claimed:
-                transaction.update(reference, {"outbox": outbox, "outbox_pending": len(outbox)})
-            return claimed
+            change = _Change({"outbox": outbox, "outbox_pending": len(outbox)})
+            return claimed, change if claimed else None
 
-        return self._opened(wa_id, self._run(run))
+        return self._opened(wa_id, self._read_modify_write(reference, attempt))
 
     def settle_outbox(
         self, wa_id: str, now: datetime, items: list[OutboxItem], results: list[SendResult]
@@ -271,7 +333,7 @@ class ConversationRepository:
         if all(result.wamid or result.drop for result in results):
             self._remove_settled(wa_id, items, results, now)
         else:
-            self._settle_in_transaction(wa_id, now, results)
+            self._settle_conditionally(wa_id, now, results)
 
     def _remove_settled(
         self, wa_id: str, items: list[OutboxItem], results: list[SendResult], now: datetime
@@ -279,7 +341,7 @@ class ConversationRepository:
         """One plain write instead of a transaction: remove the exact items we leased.
 
         An item changed meanwhile (re-leased after its lease ran out) is simply not removed;
-        the count is recomputed by the next transaction on the document.
+        the count is recomputed by the next read-decide-commit on the document.
         """
         settled = {result.key for result in results}
         removed = [item.stored for item in items if item.key in settled]
@@ -299,15 +361,13 @@ class ConversationRepository:
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
 
-    def _settle_in_transaction(self, wa_id: str, now: datetime, results: list[SendResult]) -> None:
+    def _settle_conditionally(self, wa_id: str, now: datetime, results: list[SendResult]) -> None:
         reference = self._collection.document(wa_id)
         by_key = {result.key: result for result in results}
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> None:
-            snapshot = reference.get(transaction=transaction)
+        def attempt(snapshot: firestore.DocumentSnapshot):
             if not snapshot.exists:
-                return
+                return None, None
             data = snapshot.to_dict() or {}
             outbox, sent = [], list(data.get("sent", []))
             for item in data.get("outbox", []):
@@ -326,9 +386,9 @@ class ConversationRepository:
             errors = [result.error_code for result in results if result.error_code is not None]
             if errors:
                 changes["last_error"] = {"code": errors[-1], "at": now, "source": "send"}
-            transaction.update(reference, changes)
+            return None, _Change(changes)
 
-        self._run(run)
+        self._read_modify_write(reference, attempt)
 
     def record_failed_status(self, wa_id: str, codes: tuple[int, ...], at: datetime) -> None:
         """A `failed` status update from Meta: visible to support staff on the conversation."""
@@ -359,30 +419,3 @@ def _claim(outbox: list[dict[str, Any]], now: datetime, lease: timedelta) -> lis
         item["attempts"] = item.get("attempts", 0) + 1
         claimed.append(item)
     return claimed
-
-
-class _BoundedTransaction(firestore.Transaction):
-    """A transaction whose begin gives up within seconds when Firestore is unreachable.
-
-    The library retries BeginTransaction for 60 s and then fails its own rollback with a
-    ValueError (there is no transaction to roll back), so an outage held each webhook for a
-    minute and ended in a 500 instead of a 503 that Meta retries.
-    """
-
-    def _begin(self, retry_id: bytes | None = None) -> None:
-        if self.in_progress:
-            raise ValueError("transaction already begun")
-        response = self._client._firestore_api.begin_transaction(
-            request={
-                "database": self._client._database_string,
-                "options": self._options_protobuf(retry_id),
-            },
-            metadata=self._client._rpc_metadata,
-            retry=_BEGIN_RETRY,
-            timeout=_BEGIN_TIMEOUT_SECONDS,
-        )
-        self._id = response.transaction
-
-    def _rollback(self) -> None:
-        if self.in_progress:
-            super()._rollback()

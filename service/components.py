@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
@@ -11,7 +11,8 @@ from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
 from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
-from service.errors import KeysetMissingError
+from service.errors import ConfigError, KeysetMissingError
+from service.failpoints import Failpoints
 from service.kms import KmsAead, make_kms_client
 from service.ratelimit import SharedFailureLimiter
 from service.whatsapp import GraphClient
@@ -35,6 +36,7 @@ class Components:
     # across every instance and worker (counted in Firestore `rate_limits`).
     auth_failures: SharedFailureLimiter
     download_failures: SharedFailureLimiter
+    failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers."""
@@ -48,6 +50,9 @@ class Components:
 
 def build_components(config: Config) -> Components:
     """Create the clients, repositories and key material for this process."""
+    if config.failpoints and config.is_production:
+        # Config.from_env refuses this already; a Config built in code must not slip past.
+        raise ConfigError(["INTAKE_FAILPOINTS must not be set in production"])
     repos = build_repositories(config, lambda bucket: build_key_material(config, bucket))
     graph = GraphClient(
         config.graph_api_url, config.whatsapp_phone_number_id, config.meta_access_token
@@ -59,6 +64,7 @@ def build_components(config: Config) -> Components:
         graph=graph,
         auth_failures=build_failure_limiter(config, repos, "auth"),
         download_failures=build_failure_limiter(config, repos, "download"),
+        failpoints=Failpoints(config.failpoints),
     )
 
 

@@ -7,11 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.errors import ConfigError
+from service.failpoints import spec_problems
 
 APP_ENVS = ("development", "test", "production")
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com/v21.0"
 DEFAULT_TINK_KEYSET = "keys/intake-keyset.json"
 DEFAULT_LINK_TTL_SECONDS = 900
+DEFAULT_OUTBOX_LEASE_SECONDS = 180
+# A lease must outlast a round of sends (see service/conversation.py), or a second process may
+# send a reply the first one is still sending.
+MIN_PRODUCTION_OUTBOX_LEASE_SECONDS = 120
 
 # Development-only values, so `make run` works from a fresh clone. Production refuses each of
 # them: a deployment that forgot to set a secret must not start with a value published here.
@@ -47,6 +52,13 @@ _ENV_NAMES = {
     "zip_password": "ZIP_PASSWORD",
     "secret_key": "SECRET_KEY",
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
+    "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
+    "failpoints": "INTAKE_FAILPOINTS",
+}
+# Whole numbers of seconds: (smallest, largest) accepted.
+_SECONDS_RANGES = {
+    "export_link_ttl_seconds": (60, 7 * 24 * 3600),
+    "outbox_lease_seconds": (1, 3600),
 }
 
 
@@ -72,6 +84,8 @@ class Config:
     zip_password: str = DEV_SECRETS["zip_password"]
     secret_key: str = DEV_SECRETS["secret_key"]
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
+    outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
+    failpoints: str | None = None  # tests only: see service/failpoints.py
 
     @property
     def is_production(self) -> bool:
@@ -87,13 +101,18 @@ class Config:
             if raw is None or raw.strip() == "":
                 continue
             raw = raw.strip()
-            if field == "export_link_ttl_seconds":
-                if not raw.isdigit() or not 60 <= int(raw) <= 7 * 24 * 3600:
-                    problems.append(f"{env_name} must be a whole number of seconds, 60 to 604800")
+            if field in _SECONDS_RANGES:
+                smallest, largest = _SECONDS_RANGES[field]
+                if not raw.isdigit() or not smallest <= int(raw) <= largest:
+                    problems.append(
+                        f"{env_name} must be a whole number of seconds, {smallest} to {largest}"
+                    )
                     continue
                 values[field] = int(raw)
             else:
                 values[field] = raw
+        if "failpoints" in values:
+            problems += spec_problems(str(values["failpoints"]))
         app_env = values.get("app_env", "development")
         if app_env not in APP_ENVS:
             problems.append(f"APP_ENV must be one of {', '.join(APP_ENVS)}")
@@ -135,9 +154,20 @@ def _production_problems(values: dict[str, object]) -> list[str]:
     for field, dev_value in DEV_SECRETS.items():
         if values.get(field) == dev_value:
             problems.append(f"{_ENV_NAMES[field]} holds the published development value")
-    for field in ("local_keyset_path", "firestore_emulator_host", "storage_emulator_host"):
+    for field in (
+        "local_keyset_path",
+        "firestore_emulator_host",
+        "storage_emulator_host",
+        "failpoints",  # a test-only switch that kills the process on purpose
+    ):
         if field in values:
             problems.append(f"{_ENV_NAMES[field]} must not be set in production")
+    lease = values.get("outbox_lease_seconds")
+    if isinstance(lease, int) and lease < MIN_PRODUCTION_OUTBOX_LEASE_SECONDS:
+        problems.append(
+            f"OUTBOX_LEASE_SECONDS must be at least {MIN_PRODUCTION_OUTBOX_LEASE_SECONDS} in "
+            "production (shorter leases let two processes send the same reply)"
+        )
     kms_key_uri = values.get("kms_key_uri")
     if isinstance(kms_key_uri, str) and not kms_key_uri.startswith("gcp-kms://projects/"):
         problems.append("KMS_KEY_URI must look like gcp-kms://projects/.../cryptoKeys/...")

@@ -38,10 +38,12 @@ from service.whatsapp import (
 
 logger = logging.getLogger(__name__)
 
-# A lease must outlast a round of sends, or another process re-sends what is in flight: one
-# send takes at most 3 attempts x (3 s connect + 10 s read) + 5 s of backoff, and a round stops
-# starting new sends after _ROUND_BUDGET, so a round ends well within the lease.
-_OUTBOX_LEASE = timedelta(seconds=180)
+# A lease (OUTBOX_LEASE_SECONDS, 180 s by default) must outlast a round of sends, or another
+# process re-sends what is in flight: one send takes at most 3 attempts x (3 s connect + 10 s
+# read) + 5 s of backoff, and a round stops starting new sends after _ROUND_BUDGET, so a round
+# ends well within the lease. The price: replies leased by a process that died stay queued
+# until the lease ends (nobody can tell a dead holder from a slow one), then go with the next
+# message, Meta's redelivery or the flush task.
 _ROUND_BUDGET = timedelta(seconds=60)
 _MAX_SEND_ATTEMPTS = 12
 _DRAFT_KEYS = (
@@ -137,16 +139,19 @@ def handle_message(components: Components, message: InboundMessage) -> None:
         for effect in step.effects:
             entry = _apply_effect(components, message.wa_id, effect)
             if entry is not None:
+                components.failpoints.hit("conversation.archive_stored")
                 stored_objects[entry.record_id] = entry
                 update.also_write.append(
-                    lambda transaction, entry=entry: archive.write_index_entry(transaction, entry)
+                    lambda batch, entry=entry: archive.write_index_entry(batch, entry)
                 )
         update.fields["last_inbound_at"] = message.timestamp
+        components.failpoints.hit("conversation.before_commit")
         return update
 
     update, claimed = repo.apply_inbound(
-        message.wa_id, message.message_id, datetime.now(UTC), decide, _OUTBOX_LEASE
+        message.wa_id, message.message_id, datetime.now(UTC), decide, _lease(components)
     )
+    components.failpoints.hit("conversation.after_commit")
     _discard_lost_records(components, stored_objects, update)
     logger.info(
         "inbound message processed" if update else "duplicate message ignored",
@@ -157,6 +162,10 @@ def handle_message(components: Components, message: InboundMessage) -> None:
         },
     )
     send_claimed(components, message.wa_id, claimed)
+
+
+def _lease(components: Components) -> timedelta:
+    return timedelta(seconds=components.config.outbox_lease_seconds)
 
 
 def _update_for(step: Step, wa_id: str) -> ConversationUpdate:
@@ -235,7 +244,9 @@ class FlushReport:
 
 def flush_outbox(components: Components, wa_id: str) -> FlushReport:
     """Lease this patient's queued replies and send them."""
-    claimed = components.repos.conversations.claim_outbox(wa_id, datetime.now(UTC), _OUTBOX_LEASE)
+    claimed = components.repos.conversations.claim_outbox(
+        wa_id, datetime.now(UTC), _lease(components)
+    )
     return send_claimed(components, wa_id, claimed)
 
 

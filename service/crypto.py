@@ -29,7 +29,8 @@ aead.register()
 
 _TINK_PREFIX = b"\x01"  # Tink's output prefix: version byte, then the 4-byte key id
 _RELOAD_INTERVAL_SECONDS = 30.0
-# A failed load is retried at most this often, so readiness probes answer at once meanwhile.
+# A failed load is retried at most this often; meanwhile readiness probes and requests that need
+# the keys answer at once, instead of each waiting for KMS's timeout in turn.
 _RETRY_LOAD_SECONDS = 5.0
 
 
@@ -204,14 +205,33 @@ class KeyMaterial:
         return self._codec
 
     def keyring(self) -> Keyring:
-        """Return the unwrapped keyset, loading it on first use."""
+        """Return the unwrapped keyset, loading it on first use.
+
+        Raises:
+            UnavailableError: the keyset could not be loaded, now or less than
+                _RETRY_LOAD_SECONDS ago (then without trying again).
+        """
         keyring = self._keyring
         if keyring is not None:
             return keyring
         with self._lock:
             if self._keyring is None:
-                self._keyring = self._load()
+                self._keyring = self._load_at_most_every_few_seconds()
             return self._keyring
+
+    def _load_at_most_every_few_seconds(self) -> Keyring:
+        failure = self._last_failure
+        if failure and time.monotonic() - failure[0] < _RETRY_LOAD_SECONDS:
+            raise KeyMaterialUnavailableError(failure[1])
+        try:
+            keyring = self._load()
+        except UnavailableError as error:
+            self._last_failure = (time.monotonic(), str(error))
+            raise
+        if failure is not None:
+            logger.info("key material loaded after an earlier failure")
+        self._last_failure = None
+        return keyring
 
     def keyring_for(self, key_id: int | None) -> Keyring:
         """Return a keyring holding key_id, reloading once if another process rotated."""
@@ -248,15 +268,10 @@ class KeyMaterial:
         """Return None when the key material is loaded or loads now, else a short reason."""
         if self._keyring is not None:
             return None
-        failure = self._last_failure
-        if failure and time.monotonic() - failure[0] < _RETRY_LOAD_SECONDS:
-            return failure[1]
         try:
             self.keyring()
         except UnavailableError as error:
-            self._last_failure = (time.monotonic(), str(error))
             return str(error)
-        self._last_failure = None
         return None
 
     def init(self) -> list[KeyInfo]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from service.app import create_app
 from service.config import Config
 from service.devstack import ROOT, free_port
 
@@ -25,11 +26,13 @@ def gunicorn(
     command: str | None = None,
     image_env: dict[str, str] | None = None,
     port: int | None = None,
+    app: str = "service.wsgi:app",
 ) -> Iterator[str]:
     """Start gunicorn (or the given shell command line) and yield its base URL.
 
     Pass `port` when the config must name the server's own address before it starts (the
-    simulator's GRAPH_API_URL points at the server itself).
+    simulator's GRAPH_API_URL points at the server itself), and `app` to serve another WSGI
+    entry point (`PRODUCTION_APP`).
     """
     port = port or free_port()
     env = {
@@ -45,7 +48,7 @@ def gunicorn(
         ["/bin/sh", "-c", command]
         if command
         else [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-              "--workers", str(workers), "--threads", str(threads), "service.wsgi:app"]
+              "--workers", str(workers), "--threads", str(threads), app]
     )  # fmt: skip
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -87,3 +90,18 @@ def eventually_ready(client, within: float = 30.0) -> bool:
             return True
         time.sleep(0.25)
     return False
+
+
+# gunicorn calls this factory in each worker: see production_app.
+PRODUCTION_APP = "tests.integration.servers:production_app()"
+
+
+def production_app():
+    """Build the app as production does (APP_ENV=production) against the local emulators.
+
+    Config.from_env refuses emulator hosts and plain-http endpoints in production, as it should
+    for a deployment; here they stand in for Google Cloud, so the environment is read as `test`
+    and then switched to production, like the in-process production tests do.
+    """
+    config = Config.from_env({**os.environ, "APP_ENV": "test"})
+    return create_app(config.replace(app_env="production"))

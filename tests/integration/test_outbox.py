@@ -183,3 +183,75 @@ def test_a_patient_who_said_stop_is_not_invited_again(client, fake_graph, patien
                            headers=provider_headers)  # fmt: skip
     assert response.status_code == 409
     assert len(fake_graph.messages) == before
+
+
+def _flush_until_drained(client, headers, components, wa_ids: list[str]) -> int:
+    """Call the flush task (as Cloud Scheduler would) until nothing is queued; return sends."""
+    sent = 0
+    for _ in range(10):
+        pending = [components.repos.conversations.raw(wa_id)["outbox_pending"] for wa_id in wa_ids]
+        if not any(pending):
+            return sent
+        response = client.post("/tasks/flush-outbox", headers=headers)
+        assert response.status_code == 200
+        sent += response.json["sent"]
+    raise AssertionError("the outbox did not drain in 10 flushes")
+
+
+def test_a_burst_of_mixed_graph_failures_across_patients_drains_with_every_reply_once(
+    client, fake_graph, components, provider_headers
+):
+    patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461200000{n}") for n in range(4)]
+    for patient in patients:
+        patient.says("hello")
+    # Meta in trouble: 5xx, throttling with a Retry-After too long to wait in a request,
+    # temporary errors; answered to whichever sends come next, in this order.
+    fake_graph.fail_next(4, status=500, code=131000)
+    fake_graph.fail_next(3, status=429, code=130429, retry_after=60)
+    fake_graph.fail_next(4, status=503, code=2)
+    fake_graph.fail_next(2, status=400, code=131056)  # pair rate limit
+    for patient in patients:
+        patient.presses("language:en")
+    wa_ids = [patient.wa_id for patient in patients]
+    assert any(components.repos.conversations.raw(wa_id)["outbox_pending"] for wa_id in wa_ids)
+    _flush_until_drained(client, provider_headers, components, wa_ids)
+    assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
+    for patient in patients:
+        patient.presses("consent:yes")
+    for patient in patients:
+        texts = [body_text(sent["body"]) for sent in fake_graph.messages_to(patient.wa_id)]
+        # Language question, consent question, name question: each exactly once, in order.
+        assert len(texts) == 3, texts
+        assert "agree" in texts[1].lower() and "name" in texts[2].lower()
+        stored = components.repos.conversations.raw(patient.wa_id)
+        assert stored["outbox_pending"] == 0
+        keys = [sent["key"] for sent in stored["sent"]]
+        assert len(keys) == len(set(keys)) == 3
+
+
+def test_a_send_that_times_out_after_meta_took_it_is_delivered_at_least_once(
+    patient, fake_graph, components, client, provider_headers, monkeypatch
+):
+    """The "did it send?" case. Meta's send endpoint has no idempotency key: when the answer
+    does not come back in time, only a retry can make sure the patient gets the reply, and if
+    Meta had taken the first attempt the patient sees it twice. At least once, never lost; and
+    once an attempt is acknowledged (wamid), nothing sends it again."""
+    from service import whatsapp
+
+    monkeypatch.setattr(whatsapp, "_READ_TIMEOUT", 0.5)  # the real one is 10 s
+    patient.says("hello")
+    fake_graph.delay_next(1, 1.5)  # Meta takes the message but answers after the client gave up
+    replies = patient.presses("language:en")
+    assert len(replies) == 2 and replies[0] == replies[1]  # the retry delivered a second copy
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == 0
+    assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
+    patient.redelivers()
+    assert patient.new_replies() == []
+    # A burst of timeouts beyond the in-request attempts: the reply stays queued, still goes.
+    fake_graph.delay_next(3, 1.5)
+    replies = patient.presses("consent:yes")
+    assert 1 <= len(replies) <= 3  # every copy Meta took; the outbox then holds nothing
+    assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] in (0, 1)
+    _flush_until_drained(client, provider_headers, components, [patient.wa_id])
+    assert all("name" in body_text(reply).lower() for reply in replies + patient.new_replies())

@@ -50,6 +50,8 @@ def test_production_lists_every_missing_setting_at_once():
         ("ZIP_PASSWORD", DEV_SECRETS["zip_password"], "ZIP_PASSWORD holds the published"),
         ("GRAPH_API_URL", "http://graph.example", "GRAPH_API_URL must be an https"),
         ("KMS_KEY_URI", "projects/p/keys/k", "KMS_KEY_URI must look like"),
+        ("INTAKE_FAILPOINTS", "conversation.after_commit:kill", "INTAKE_FAILPOINTS must not"),
+        ("OUTBOX_LEASE_SECONDS", "5", "OUTBOX_LEASE_SECONDS must be at least 120"),
     ],
 )
 def test_production_refuses_unsafe_settings(name, value, complaint):
@@ -71,3 +73,31 @@ def test_a_malformed_link_lifetime_is_refused(value):
 def test_to_env_rebuilds_the_same_config():
     config = Config(app_env="test", archive_bucket="b", kms_endpoint="http://127.0.0.1:1")
     assert Config.from_env(config.to_env()) == config
+
+
+def test_failpoints_and_a_short_outbox_lease_are_accepted_outside_production():
+    config = Config.from_env(
+        {"APP_ENV": "test", "INTAKE_FAILPOINTS": "conversation.after_commit:kill@2",
+         "OUTBOX_LEASE_SECONDS": "3"}
+    )  # fmt: skip
+    assert config.failpoints == "conversation.after_commit:kill@2"
+    assert config.outbox_lease_seconds == 3
+    assert Config.from_env(config.to_env()) == config
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("INTAKE_FAILPOINTS", "after_commit:kill"), ("OUTBOX_LEASE_SECONDS", "0"),
+     ("OUTBOX_LEASE_SECONDS", "ten")],
+)  # fmt: skip
+def test_a_malformed_failpoint_spec_or_lease_is_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({"APP_ENV": "test", name: value})
+
+
+def test_components_refuse_failpoints_in_a_production_config_built_in_code():
+    from service.components import build_components
+
+    production = Config(app_env="production", failpoints="conversation.after_commit:kill")
+    with pytest.raises(ConfigError, match="INTAKE_FAILPOINTS"):
+        build_components(production)
