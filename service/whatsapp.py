@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from service.logging import mask_phone
 
@@ -63,6 +64,12 @@ class TemporaryGraphError(GraphError):
     """Codes 1, 2, 131000, 5xx, timeouts, connection errors: worth another attempt."""
 
     retryable = True
+
+
+class UncertainDeliveryError(TemporaryGraphError):
+    """No answer after the request went out (a read timeout, a dropped connection): Meta may
+    have taken the message. Meta has no idempotency key, so it is not retried within the send;
+    the outbox retries it later (at least once, never a burst of copies)."""
 
 
 class RejectedMessageError(GraphError):
@@ -148,6 +155,8 @@ class GraphClient:
             attempt += 1
             try:
                 return self._post(payload)
+            except UncertainDeliveryError:
+                raise
             except (ThrottledError, TemporaryGraphError) as error:
                 retry_after = getattr(error, "retry_after", None)
                 if attempt >= _MAX_ATTEMPTS or (retry_after or 0) > _MAX_RETRY_AFTER:
@@ -162,13 +171,15 @@ class GraphClient:
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=(_CONNECT_TIMEOUT, _READ_TIMEOUT),
             )
-        except requests.Timeout as error:
-            raise TemporaryGraphError(f"Graph API timed out ({type(error).__name__})") from None
-        except requests.ConnectionError:
-            raise TemporaryGraphError("Graph API unreachable") from None
-        except requests.RequestException as error:
-            raise TemporaryGraphError(
-                f"Graph API request failed ({type(error).__name__})"
+        except requests.ConnectTimeout:
+            raise TemporaryGraphError("Graph API did not accept the connection") from None
+        except requests.ConnectionError as error:
+            if _never_sent(error):
+                raise TemporaryGraphError("Graph API unreachable") from None
+            raise UncertainDeliveryError("Graph API dropped the connection", None, None) from None
+        except requests.RequestException as error:  # a read timeout, among others
+            raise UncertainDeliveryError(
+                f"Graph API did not answer ({type(error).__name__})", None, None
             ) from None
         if response.status_code == 200:
             if self.token_expired:
@@ -226,6 +237,13 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _never_sent(error: requests.ConnectionError) -> bool:
+    """Tell whether the connection failed before the request could be sent."""
+    reason = error.args[0] if error.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
