@@ -49,10 +49,18 @@ class Repositories:
         return None
 
     def storage_ready(self) -> str | None:
-        """Return None when the archive bucket answers, else a short reason."""
+        """Return None when the archive bucket answers, else a short reason.
+
+        Lists at most one object rather than reading the bucket's metadata: the runtime
+        account holds object roles on the bucket (storage.objects.*), not storage.buckets.get.
+        """
         try:
-            if not self.bucket.exists(timeout=_PROBE_TIMEOUT_SECONDS, retry=None):
-                return "bucket not found"
+            blobs = self.bucket.list_blobs(
+                max_results=1, prefix="keys/", timeout=_PROBE_TIMEOUT_SECONDS, retry=None
+            )
+            list(blobs)
+        except google_exceptions.NotFound:
+            return "bucket not found"
         except (google_exceptions.GoogleAPIError, RequestException, ConnectionError) as error:
             return type(error).__name__
         return None
