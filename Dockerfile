@@ -21,6 +21,7 @@ COPY --chown=root:root service/ service/
 COPY --chown=root:root blueprints/ blueprints/
 COPY --chown=root:root repositories/ repositories/
 COPY --chown=root:root migrations/ migrations/
+COPY --chown=root:root docs/openapi.yaml docs/openapi.yaml
 USER app
 
 EXPOSE 8080

@@ -29,7 +29,9 @@ def verify_handshake():
         token.encode(), config.whatsapp_verify_token.encode()
     ):
         abort(403)
-    return challenge, 200, {"Content-Type": "text/plain; charset=utf-8"}
+    # The challenge is echoed by design: plain text that no browser may sniff into HTML.
+    headers = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
+    return challenge, 200, headers
 
 
 def receive():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
-from flask import Flask, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.components import EXTENSION_KEY, Components, build_components
@@ -16,6 +18,45 @@ from service.errors import RateLimitedError, ServiceError
 from service.logging import configure_logging
 
 logger = logging.getLogger(__name__)
+
+# Meta sends webhook payloads of up to 3 MB; a smaller limit would turn a real delivery into a
+# 413 that Meta retries for a week and then drops. Anything larger is refused with 413 before
+# the signature is even computed, so an unsigned flood costs no more than reading 3 MiB.
+MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+class _BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested too deeply to parse is invalid, not a crash.
+
+    The standard library raises RecursionError (not ValueError) past about 1,000 levels, and
+    `request.get_json(silent=True)` only absorbs ValueError: without this, 100,000 `[` sent
+    to any JSON endpoint would end in a 500.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+class _BoundedRequest(Request):
+    """A request whose body over MAX_CONTENT_LENGTH is always 413, streamed or not.
+
+    werkzeug refuses a declared Content-Length over the limit, but a chunked body (no
+    Content-Length; gunicorn passes those through) is silently cut at the limit: the webhook
+    would then see a truncated body and answer 401, and a JSON endpoint could act on a prefix.
+    """
+
+    def get_data(
+        self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
+    ) -> bytes | str:
+        data = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and len(data) >= limit:
+            if self.environ["wsgi.input"].read(1):  # more than the limit was sent
+                raise RequestEntityTooLarge()
+        return data.decode(errors="replace") if as_text else data
 
 
 def create_app(config: Config | None = None, components: Components | None = None) -> Flask:
@@ -26,15 +67,23 @@ def create_app(config: Config | None = None, components: Components | None = Non
         config = Config.from_env(os.environ)
     configure_logging(config.project_id)
     app = Flask(__name__)
+    app.request_class = _BoundedRequest
+    app.json = _BoundedJSONProvider(app)
+    # An API has no use for redirects, and werkzeug answers them with an HTML page before any
+    # error handler runs: `//extractData` or `/path/` get a JSON 404 instead (set before any
+    # rule is added, since each rule copies these when it is bound).
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     # Cloud Run's front end is exactly one proxy hop: trust its X-Forwarded-For and -Proto only.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.config["SECRET_KEY"] = config.secret_key
-    app.config["MAX_CONTENT_LENGTH"] = 3 * 1024 * 1024  # Meta's webhook payload limit
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION_KEY] = components = components or build_components(config)
     if config.is_production:
         _load_keys_at_start(components)
     _register_blueprints(app, config)
     _register_error_handlers(app)
+    _register_response_headers(app)
     _register_access_log(app)
     from service.cli import cli
 
@@ -51,10 +100,12 @@ def _load_keys_at_start(components: Components) -> None:
 
 
 def _register_blueprints(app: Flask, config: Config) -> None:
+    from blueprints.docs import bp as docs_bp
     from blueprints.exports import bp as exports_bp
     from blueprints.health import bp as health_bp
     from blueprints.messaging import bp as messaging_bp
 
+    app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(messaging_bp)
     app.register_blueprint(exports_bp)
@@ -95,6 +146,25 @@ def _register_error_handlers(app: Flask) -> None:
     def handle_unexpected(error: Exception):
         logger.exception("unhandled error", extra={"route": _route()})
         return jsonify({"error": {"code": "internal", "message": "internal error"}}), 500
+
+
+def _register_response_headers(app: Flask) -> None:
+    @app.after_request
+    def forbid_caching(response: Response) -> Response:
+        """Keep every answer out of browser and proxy caches unless its view chose otherwise.
+
+        Passwords, records, tokens, download links and error details must never be kept on
+        a clinic's shared computer or in a proxy; defaulting here (errors included) means a
+        new endpoint cannot forget it. A view that sets its own Cache-Control keeps it, and
+        tests/integration/test_hostile_input.py then has to be told.
+        """
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        if response.cache_control.no_store:
+            response.headers.setdefault("Pragma", "no-cache")  # HTTP/1.0 caches
+        # Browsers must not guess HTML from a body that echoes input (the webhook handshake).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
 
 def _register_access_log(app: Flask) -> None:
