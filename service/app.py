@@ -70,7 +70,7 @@ def create_app(config: Config | None = None, components: Components | None = Non
     app.request_class = _BoundedRequest
     app.json = _BoundedJSONProvider(app)
     # An API has no use for redirects, and werkzeug answers them with an HTML page before any
-    # error handler runs: `//extractData` or `/path/` get a JSON 404 instead (set before any
+    # error handler runs: `/exports//password` gets a JSON 404 instead (set before any
     # rule is added, since each rule copies these when it is bound).
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False

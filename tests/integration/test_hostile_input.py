@@ -8,6 +8,7 @@ the day it is added.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -254,6 +255,7 @@ def test_hostile_bodies_neither_crash_nor_restart_a_gunicorn_worker(config, tmp_
 
 
 # -- every route: caching and reflection --------------------------------------------------------
+@functools.cache
 def _names_read_by_the_code() -> list[str]:
     """Every query parameter and JSON field name the blueprints (and simulator) read.
 
