@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.components import EXTENSION_KEY, Components, build_components
 from service.config import Config
-from service.errors import RateLimitedError, ServiceError
+from service.errors import RateLimitedError, ServiceError, UnavailableError
 from service.logging import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -125,11 +126,43 @@ def _error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+class _OncePerInterval:
+    """Admit one log line per key per interval; count the ones held back meanwhile."""
+
+    def __init__(self, interval_seconds: float = 60.0) -> None:
+        self._interval = interval_seconds
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """Return how many were held back since the last admitted line, or None to hold."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)
+
+
 def _register_error_handlers(app: Flask) -> None:
+    outage_lines = _OncePerInterval()
+
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError):
-        if error.status >= 500:
-            # Outages and integrity failures must be visible; their messages hold no PHI.
+        if isinstance(error, UnavailableError):
+            # An outage answers every request with 503 (Meta retries); one line a minute per
+            # kind and route says so, with how many more were refused, not one per request.
+            repeats = outage_lines.admit(f"{type(error).__name__} {_route()}")
+            if repeats is not None:
+                logger.error(
+                    f"{type(error).__name__}: {error}",
+                    extra={"route": _route(), "refused_since_last_line": repeats},
+                )
+        elif error.status >= 500:
+            # Integrity failures must be visible every time; their messages hold no PHI.
             logger.error(f"{type(error).__name__}: {error}", extra={"route": _route()})
         response = jsonify(_error_body(error.code, str(error)))
         if isinstance(error, RateLimitedError):
