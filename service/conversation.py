@@ -251,24 +251,35 @@ def flush_outbox(components: Components, wa_id: str) -> FlushReport:
 
 
 def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) -> FlushReport:
-    """Send leased replies in order; stop at the first that cannot go now; record all at once."""
-    results: list[SendResult] = []
-    failed = 0
+    """Send leased replies in order; stop at the first that cannot go now.
+
+    Each reply the Graph API took (or that is dropped) is settled at once, in its own write:
+    a process killed later in the round can then only leave that one reply unsettled, the
+    single reply whose send and settle it was between (Meta has no idempotency key, so that
+    one may go twice once its lease runs out). The rest are released together at the end.
+    """
+    conversations = components.repos.conversations
+    released: list[SendResult] = []
+    sent = failed = 0
     started = datetime.now(UTC)
     reengaged = [False]
     for index, item in enumerate(items):
         if datetime.now(UTC) - started > _ROUND_BUDGET:
-            results += [SendResult(later.key) for later in items[index:]]
+            released = [SendResult(later.key) for later in items[index:]]
             break
         result = _send_one(components, wa_id, item, reengaged)
-        results.append(result)
-        if result.wamid is None and not result.drop:
-            failed = 1
-            # Release the later replies so order is kept: they go after this one, not before.
-            results += [SendResult(later.key) for later in items[index + 1 :]]
-            break
-    components.repos.conversations.settle_outbox(wa_id, datetime.now(UTC), items, results)
-    return FlushReport(sent=sum(1 for result in results if result.wamid), failed=failed)
+        if result.wamid is not None:
+            components.failpoints.hit("conversation.after_send")  # Meta has it; not recorded
+        if result.wamid is not None or result.drop:
+            conversations.settle_outbox(wa_id, datetime.now(UTC), [item], [result])
+            sent += 1 if result.wamid else 0
+            continue
+        failed = 1
+        # Release the later replies so order is kept: they go after this one, not before.
+        released = [result, *(SendResult(later.key) for later in items[index + 1 :])]
+        break
+    conversations.settle_outbox(wa_id, datetime.now(UTC), items, released)
+    return FlushReport(sent=sent, failed=failed)
 
 
 def _send_one(

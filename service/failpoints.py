@@ -25,6 +25,7 @@ POINTS = (
     "conversation.before_commit",
     "conversation.archive_stored",
     "conversation.after_commit",
+    "conversation.after_send",
 )
 _SPEC = re.compile(r"^(?P<point>[a-z_.]+):(?P<action>[a-z]+)(?:@(?P<nth>[1-9][0-9]*))?$")
 

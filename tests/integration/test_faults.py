@@ -267,6 +267,45 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
     _assert_exactly_one_record_each(components, reference, patient.wa_id)
 
 
+def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_only(
+    config, components, client, fake_graph, reference, provider_token, tmp_path
+):
+    """Killed after the Graph API took a reply and before it was recorded as sent: Meta has
+    no idempotency key, so that reply goes again once its lease runs out (at least once). The
+    replies sent before it in the same round were each recorded at once and do not repeat."""
+    position = NAME  # its reply is held back, so the next message's round sends two replies
+    nth = position + 1  # sends here: one per earlier message, then the round's two
+    faulty = config.replace(
+        failpoints=f"conversation.after_send:kill@{nth}", outbox_lease_seconds=LEASE_SECONDS
+    )
+    with gunicorn(faulty, tmp_path / "gunicorn.log", workers=1) as base:
+        patient = RemotePatient(base, fake_graph, "34612345678")
+        for earlier in range(1, position):
+            assert patient.deliver(earlier) == 200
+        fake_graph.fail_next(1, status=429, code=130429, retry_after=60)  # too long to wait
+        assert patient.deliver(position) == 200
+        assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 1
+        assert patient.deliver(position + 1) is None  # killed after the round's second send
+        assert len(patient.replies()) == position + 1  # Meta took both replies of the round
+        _wait_for_a_fresh_worker(base)
+        time.sleep(LEASE_SECONDS + 0.2)
+        flushed = requests.post(
+            f"{base}/tasks/flush-outbox",
+            headers={"Authorization": f"Bearer {provider_token}"},
+            timeout=30,
+        )
+        assert flushed.status_code == 200 and flushed.json()["sent"] == 1
+    for later in range(position + 2, len(FORM) + 1):
+        assert patient.deliver(later, client) == 200
+    record_ids = components.repos.conversations.raw(patient.wa_id)["record_ids"]
+    got = _normalised(patient.replies(), patient.wa_id, record_ids)
+    last = position + 1  # the reply sent just before the kill, and only that one, twice
+    assert (
+        got == reference.replies[:last] + [reference.replies[last - 1]] + reference.replies[last:]
+    )
+    _assert_exactly_one_record_each(components, reference, patient.wa_id)
+
+
 # -- KMS unreachable when a production process starts ----------------------------------------
 
 
