@@ -410,11 +410,15 @@ class ConversationRepository:
 
 
 def _claim(outbox: list[dict[str, Any]], now: datetime, lease: timedelta) -> list[dict[str, Any]]:
-    """Lease every reply not leased by someone else (in place); return the leased ones."""
+    """Lease the replies up to the first one leased by someone else (in place); return them.
+
+    Replies go out in order: while an earlier reply is leased (another process is sending it,
+    or died holding it), the later ones wait for it rather than overtake it.
+    """
     claimed = []
     for item in outbox:
         if item.get("claimed_until") and item["claimed_until"] > now:
-            continue
+            break
         item["claimed_until"] = now + lease
         item["attempts"] = item.get("attempts", 0) + 1
         claimed.append(item)

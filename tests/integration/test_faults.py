@@ -306,6 +306,39 @@ def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_on
     _assert_exactly_one_record_each(components, reference, patient.wa_id)
 
 
+def test_replies_queued_behind_a_dead_workers_lease_wait_for_it_and_keep_their_order(
+    config, components, client, fake_graph, reference, provider_token, tmp_path
+):
+    """Killed after the commit, before the send: the reply stays leased to the dead worker.
+    A next message answered meanwhile must not overtake it: the patient would read the
+    questions out of order. Both go, in order, once the lease runs out."""
+    position = NAME
+    faulty = config.replace(
+        failpoints=f"conversation.after_commit:kill@{position}", outbox_lease_seconds=LEASE_SECONDS
+    )
+    with gunicorn(faulty, tmp_path / "gunicorn.log", workers=1) as base:
+        patient = RemotePatient(base, fake_graph, "34612345678")
+        for earlier in range(1, position):
+            assert patient.deliver(earlier) == 200
+        before = len(patient.replies())
+        assert patient.deliver(position) is None  # committed, not sent
+        assert patient.deliver(position + 1, client) == 200  # the patient writes on
+        assert len(patient.replies()) == before  # held behind the leased reply
+        time.sleep(LEASE_SECONDS + 0.2)
+        _wait_for_a_fresh_worker(base)
+        flushed = requests.post(
+            f"{base}/tasks/flush-outbox",
+            headers={"Authorization": f"Bearer {provider_token}"},
+            timeout=30,
+        )
+        assert flushed.status_code == 200 and flushed.json()["sent"] == 2
+    for later in range(position + 2, len(FORM) + 1):
+        assert patient.deliver(later, client) == 200
+    record_ids = components.repos.conversations.raw(patient.wa_id)["record_ids"]
+    assert _normalised(patient.replies(), patient.wa_id, record_ids) == reference.replies
+    _assert_exactly_one_record_each(components, reference, patient.wa_id)
+
+
 # -- KMS unreachable when a production process starts ----------------------------------------
 
 
