@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -302,3 +304,14 @@ def test_a_record_erased_while_an_export_reads_is_left_out_not_an_integrity_erro
     monkeypatch.setattr(archive, "index_entries", lambda start=None, end=None: iter(snapshot))
     got = [record.record_id for record in archive.iter_records()]
     assert got == [r.record_id for r in records if r is not records[2]]
+
+
+def test_sixteen_parallel_fetches_reuse_pooled_connections(components, caplog):
+    """With a pool smaller than the fetch threads, urllib3 opens and throws away a connection
+    for every extra request ("Connection pool is full"): slower exports and seal runs."""
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: archive_record(components, numbered_record(i)), range(300)))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        assert len(list(components.repos.archive.iter_records())) == 300
+    assert not [record for record in caplog.records if "pool is full" in record.getMessage()]
