@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -69,6 +71,42 @@ def test_firestore_down_gets_5xx_and_the_redelivery_completes_the_step(
     replies = patient.redelivers()
     assert len(replies) >= 1
     assert patient.redelivers() == []
+
+
+def test_firestore_frozen_during_traffic_then_back_completes_every_conversation_once(
+    client, components, fake_graph, stack: LocalStack
+):
+    """The emulator frozen (SIGSTOP: it keeps its data, unlike a restart) while patients are
+    mid-form: every delivery gets 503 quickly and /readyz names Firestore; once it answers
+    again, Meta's redeliveries complete every conversation, each reply once, one record each."""
+    patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461300000{n}") for n in range(2)]
+    for patient in patients:
+        patient.starts_form()
+    pending = [
+        payloads.text_message("Maria Lopez", timestamp=patient._timestamp()) for patient in patients
+    ]
+    emulator = stack.firestore.process
+    os.killpg(emulator.pid, signal.SIGSTOP)
+    try:
+        for patient, message in zip(patients, pending, strict=True):
+            started = time.monotonic()
+            assert _post_expecting_failure(patient, message) == 503
+            assert time.monotonic() - started < 20
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json["checks"]["firestore"] != "ok"
+    finally:
+        os.killpg(emulator.pid, signal.SIGCONT)
+    assert eventually_ready(client)
+    for patient in patients:
+        assert len(patient.redelivers()) == 1  # the date-of-birth question, once
+        assert patient.redelivers() == []
+        for answer in ("03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):
+            patient.says(answer)
+        patient.presses("summary:confirm")
+        stored = components.repos.conversations.raw(patient.wa_id)
+        assert stored["status"] == "completed" and len(stored["record_ids"]) == 1
+        assert components.repos.archive.read(stored["record_ids"][0]).name == "Maria Lopez"
+    assert len(list(components.repos.firestore.collection("intakes").stream())) == 2
 
 
 def test_storage_down_at_confirm_never_marks_the_form_completed(
