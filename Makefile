@@ -42,5 +42,10 @@ format: $(STAMP)
 bench: tools $(STAMP)
 	@for script in bench/archive.py bench/webhook.py bench/export.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+# Not part of make test: patients, exports and injected faults for SOAK_MINUTES (at most 30).
+SOAK_MINUTES ?= 10
+soak: tools $(STAMP)
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache

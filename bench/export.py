@@ -42,9 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyzipper  # noqa: E402
 
-from bench.common import bench_stack, fresh_components, median  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_stack,
+    fresh_components,
+    gcs_filesystem_backend,
+    median,
+)
 from repositories import archive as archive_module  # noqa: E402
-from service import devstack  # noqa: E402
 from service import providers as provider_service  # noqa: E402
 from service.archive import archive_record, seal_days  # noqa: E402
 from service.components import Components  # noqa: E402
@@ -101,20 +105,9 @@ def _gcs_backend(backend: str):
     if backend == "memory":
         yield
         return
-    make_memory_emulator = devstack.gcs_emulator
     with tempfile.TemporaryDirectory(prefix="bench-gcs-") as root:
-
-        def make_filesystem_emulator(port: int, log_dir: Path) -> devstack.Emulator:
-            emulator = make_memory_emulator(port, log_dir)
-            at = emulator.command.index("-backend")
-            emulator.command[at + 1 : at + 2] = ["filesystem", "-filesystem-root", root]
-            return emulator
-
-        devstack.gcs_emulator = make_filesystem_emulator  # LocalStack looks it up when built
-        try:
+        with gcs_filesystem_backend(Path(root)):
             yield
-        finally:
-            devstack.gcs_emulator = make_memory_emulator
 
 
 def _archive(components: Components, indexes: range, writers: int) -> None:

@@ -15,44 +15,38 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_stack, fresh_components  # noqa: E402
-from service import payloads  # noqa: E402
-from service.flow.engine import advance  # noqa: E402
-from service.flow.model import Inbound  # noqa: E402
-from service.flow.questionnaire import load_questionnaire  # noqa: E402
-from service.webhook import sign  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_stack,
+    fresh_components,
+    inbound_message,
+    replay,
+    signed_webhook,
+)
 from tests.fakes.graph import FakeGraphApi  # noqa: E402
 from tests.integration.servers import gunicorn  # noqa: E402
 
-SECRET = "dev-app-secret"
 SCRIPT = [
-    ("text", "hello"), ("choice", "language:en"), ("choice", "consent:yes"),
-    ("text", "Bench Patient {n}"), ("text", "03/02/1980"), ("choice", "gender:female"),
+    ("text", "hello"), ("button", "language:en"), ("button", "consent:yes"),
+    ("text", "Bench Patient {n}"), ("text", "03/02/1980"), ("button", "gender:female"),
     ("text", "{n} Bench Street, Springfield"), ("text", "none"), ("text", "asthma inhaler"),
-    ("choice", "summary:confirm"),
+    ("button", "summary:confirm"),
 ]  # fmt: skip
 
 
 def expected_reply_counts() -> list[int]:
     """How many replies each scripted message should get, from the pure engine itself."""
-    questionnaire, state, counts = load_questionnaire("1"), None, []
-    for kind, value in SCRIPT:
-        inbound = (
-            Inbound(kind="text", text=value.format(n=1))
-            if kind == "text"
-            else Inbound(kind="choice", choice_id=value)
-        )
-        step = advance(questionnaire, state, inbound, datetime.now(UTC), "0123456789abcdef")
-        state = step.state
-        counts.append(len(step.replies))
-    return counts
+    clock = int(time.time())
+    raws = [
+        signed_webhook("34600000001", inbound_message(kind, value.format(n=1), clock + index))[0]
+        for index, (kind, value) in enumerate(SCRIPT)
+    ]
+    return [len(replies) for replies in replay("34600000001", raws, "0123456789abcdef").replies]
 
 
 def empty_transaction_rate(components, seconds: float = 5.0, threads: int = 16) -> float:
@@ -89,19 +83,10 @@ def run_patient(base: str, graph: FakeGraphApi, number: int, latencies: list[flo
     clock = int(time.time())
     for kind, value in SCRIPT:
         clock += 1
-        text = value.format(n=number)
-        message = (
-            payloads.text_message(text, timestamp=clock)
-            if kind == "text"
-            else payloads.button_reply(text, text, timestamp=clock)
-        )
-        raw = payloads.encode(payloads.envelope([payloads.message_value(wa_id, message)]))
+        raw, headers = signed_webhook(wa_id, inbound_message(kind, value.format(n=number), clock))
         graph.customer_wrote(wa_id)
         began = time.perf_counter()
-        response = session.post(
-            f"{base}/webhook", data=raw, timeout=30,
-            headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)},
-        )  # fmt: skip
+        response = session.post(f"{base}/webhook", data=raw, timeout=30, headers=headers)
         latencies.append(time.perf_counter() - began)
         if response.status_code != 200:
             raise RuntimeError(f"patient {number}: HTTP {response.status_code}")
