@@ -271,8 +271,7 @@ class _Timings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == "export created":
             self.seconds = record.seconds  # type: ignore[attr-defined]
-        if record.getMessage() == "export read its records":
-            self.read = {key: getattr(record, key) for key in ("from_batches", "one_by_one")}
+            self.read = record.read  # type: ignore[attr-defined]
 
 
 def child(file_format: str, result_path: Path) -> None:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,12 @@ def create_export(
     _audit(components, "export.create", "success", provider_id, origin, details)
     logger.info(
         "export created",
-        extra={**details, "provider_id": provider_id, "seconds": created.seconds},
+        extra={
+            **details,
+            "provider_id": provider_id,
+            "seconds": created.seconds,
+            "read": asdict(created.read),  # from sealed batches or one by one
+        },
     )
     return created
 
@@ -194,16 +199,6 @@ def _create(
         )
     )
     seconds["total"] = time.perf_counter() - began
-    logger.info(
-        "export read its records",
-        extra={
-            "export_id": export_id,
-            "from_batches": read.from_batches,
-            "one_by_one": read.one_by_one,
-            "batches": read.batches_used,
-            "batch_fallbacks": read.batch_fallbacks,
-        },
-    )
     return CreatedExport(export_id, file_format, count, token, expires_at, seconds, read)
 
 
