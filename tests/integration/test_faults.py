@@ -222,6 +222,15 @@ def _wait_for_a_fresh_worker(base: str) -> None:
     raise AssertionError("gunicorn did not replace the killed worker within 30 s")
 
 
+def _flush_outbox(base: str, provider_token: str) -> requests.Response:
+    """Call the flush task on the server, as the Cloud Scheduler job does."""
+    return requests.post(
+        f"{base}/tasks/flush-outbox",
+        headers={"Authorization": f"Bearer {provider_token}"},
+        timeout=30,
+    )
+
+
 def _assert_exactly_one_record_each(components, reference: Reference, wa_id: str) -> None:
     """The patient's conversation owns one record, indexed once and stored once; no stray copy."""
     record_ids = components.repos.conversations.raw(wa_id)["record_ids"]
@@ -281,11 +290,7 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
             if position == CONFIRM:
                 assert patient.deliver(position) == 200
             else:  # Cloud Scheduler's job
-                flushed = requests.post(
-                    f"{base}/tasks/flush-outbox",
-                    headers={"Authorization": f"Bearer {provider_token}"},
-                    timeout=30,
-                )
+                flushed = _flush_outbox(base, provider_token)
                 assert flushed.status_code == 200 and flushed.json()["sent"] >= 1
         else:
             _wait_for_a_fresh_worker(base)
@@ -327,11 +332,7 @@ def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_on
         assert len(patient.replies()) == position + 1  # Meta took both replies of the round
         _wait_for_a_fresh_worker(base)
         time.sleep(LEASE_SECONDS + 0.2)
-        flushed = requests.post(
-            f"{base}/tasks/flush-outbox",
-            headers={"Authorization": f"Bearer {provider_token}"},
-            timeout=30,
-        )
+        flushed = _flush_outbox(base, provider_token)
         assert flushed.status_code == 200 and flushed.json()["sent"] == 1
     for later in range(position + 2, len(FORM) + 1):
         assert patient.deliver(later, client) == 200
@@ -364,11 +365,7 @@ def test_replies_queued_behind_a_dead_workers_lease_wait_for_it_and_keep_their_o
         assert len(patient.replies()) == before  # held behind the leased reply
         time.sleep(LEASE_SECONDS + 0.2)
         _wait_for_a_fresh_worker(base)
-        flushed = requests.post(
-            f"{base}/tasks/flush-outbox",
-            headers={"Authorization": f"Bearer {provider_token}"},
-            timeout=30,
-        )
+        flushed = _flush_outbox(base, provider_token)
         assert flushed.status_code == 200 and flushed.json()["sent"] == 2
     for later in range(position + 2, len(FORM) + 1):
         assert patient.deliver(later, client) == 200
