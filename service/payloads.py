@@ -47,38 +47,37 @@ def message_value(wa_id: str, message: dict[str, Any], profile_name: str = "Pati
     }
 
 
-def text_message(body: str, message_id: str | None = None, timestamp: int | None = None) -> dict:
+def _inbound(
+    kind: str, content: dict[str, Any], message_id: str | None, timestamp: int | None
+) -> dict:
+    """An inbound message object: Meta's id and timestamp (a string of seconds), then content."""
     return {
         "id": message_id or new_message_id(),
         "timestamp": str(timestamp or int(time.time())),
-        "type": "text",
-        "text": {"body": body},
+        "type": kind,
+        kind: content,
     }
+
+
+def text_message(body: str, message_id: str | None = None, timestamp: int | None = None) -> dict:
+    return _inbound("text", {"body": body}, message_id, timestamp)
 
 
 def button_reply(
     choice_id: str, title: str, message_id: str | None = None, timestamp: int | None = None
 ) -> dict:
-    return {
-        "id": message_id or new_message_id(),
-        "timestamp": str(timestamp or int(time.time())),
-        "type": "interactive",
-        "interactive": {"type": "button_reply", "button_reply": {"id": choice_id, "title": title}},
-    }
+    content = {"type": "button_reply", "button_reply": {"id": choice_id, "title": title}}
+    return _inbound("interactive", content, message_id, timestamp)
 
 
 def list_reply(
     choice_id: str, title: str, message_id: str | None = None, timestamp: int | None = None
 ) -> dict:
-    return {
-        "id": message_id or new_message_id(),
-        "timestamp": str(timestamp or int(time.time())),
-        "type": "interactive",
-        "interactive": {
-            "type": "list_reply",
-            "list_reply": {"id": choice_id, "title": title, "description": ""},
-        },
+    content = {
+        "type": "list_reply",
+        "list_reply": {"id": choice_id, "title": title, "description": ""},
     }
+    return _inbound("interactive", content, message_id, timestamp)
 
 
 def status_value(wa_id: str, wamid: str, status: str, errors: list[dict] | None = None) -> dict:
