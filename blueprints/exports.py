@@ -5,7 +5,6 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from blueprints.auth import provider_required, request_origin
 from service import exports as export_service
 from service.components import current_components
-from service.downloads import open_limited_download
 from service.passwords import export_password, today_utc
 
 bp = Blueprint("exports", __name__)
@@ -49,7 +48,7 @@ def extract_data():
 
 @bp.get("/exports/<export_id>/download")
 def download(export_id: str):
-    opened = open_limited_download(
+    opened = export_service.open_limited_download(
         current_components(), export_id, request.args.get("token"), request_origin()
     )
     response = Response(opened.chunks, mimetype="application/zip", direct_passthrough=True)
