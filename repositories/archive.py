@@ -219,12 +219,7 @@ class ArchiveRepository:
         """Delete an object whose index entry was never committed (its transaction lost)."""
         if self.index_entry(entry.record_id) is not None:
             return False
-        try:
-            self._bucket.blob(entry.object_name).delete(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            pass
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        self._delete_quietly(entry.object_name)
         logger.warning("unindexed archive object discarded", extra={"record_id": entry.record_id})
         return True
 
@@ -639,6 +634,7 @@ class ArchiveRepository:
         return deleted
 
     def _delete_quietly(self, name: str) -> None:
+        """Delete an object; one already gone is not an error (a retry, a race)."""
         try:
             self._bucket.blob(name).delete(**STORAGE_CALL)
         except google_exceptions.NotFound:
@@ -659,12 +655,7 @@ class ArchiveRepository:
         entry = self.index_entry(record_id)
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
-        try:
-            self._bucket.blob(entry.object_name).delete(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            pass  # an earlier, interrupted erase already deleted it
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        self._delete_quietly(entry.object_name)  # gone already after an interrupted erase
         fields = {"status": ERASED, "erased_at": erased_at, "key_id": None}
         batch = self._client.batch()
         batch.update(self._index.document(record_id), fields)
