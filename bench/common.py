@@ -16,8 +16,9 @@ from service.config import Config
 from service.devstack import LocalStack
 from service.flow.engine import advance
 from service.flow.questionnaire import load_questionnaire
+from service.identity import PatientIdentity
 from service.webhook import parse_payload, sign
-from service.whatsapp import reply_payload
+from service.whatsapp import addressed, reply_payload
 from tests.fakes.kms import FakeKms
 
 PROJECT_ID = "intake-bench"
@@ -104,7 +105,8 @@ def replay(wa_id: str, raws: list[bytes], record_id: str) -> Replay:
         for message in parse_payload(raw).messages:
             step = advance(questionnaire, state, message.inbound, message.timestamp, record_id)
             state = step.state
-            replies += [reply_payload(wa_id, reply) for reply in step.replies]
+            patient = PatientIdentity(phone=wa_id)
+            replies += [addressed(reply_payload(reply), patient) for reply in step.replies]
             result.records += [e.record for e in step.effects if e.kind == "archive"]
         result.replies.append(replies)
     result.status = state.status if state else None

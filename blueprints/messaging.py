@@ -41,7 +41,7 @@ def receive():
     signature = request.headers.get("X-Hub-Signature-256")
     if not signature_valid(components.config.whatsapp_app_secret, raw, signature):
         raise UnauthorizedError("invalid or missing X-Hub-Signature-256")
-    handle_webhook(components, parse_payload(raw))
+    handle_webhook(components, parse_payload(raw, components.config.whatsapp_phone_number_id))
     return jsonify({"status": "ok"})
 
 
@@ -57,8 +57,8 @@ def start():
     if not isinstance(body, dict):
         raise InvalidInputError('the body must be JSON like {"to": "+447700900123"}')
     to = body.get("to", body.get("target_audience"))
-    wa_id = start_conversation(current_components(), to, g.provider.provider_id)
-    return jsonify({"status": "invited", "to": f"+{wa_id}"}), 202
+    phone = start_conversation(current_components(), to, g.provider.provider_id)
+    return jsonify({"status": "invited", "to": f"+{phone}"}), 202
 
 
 @bp.post("/tasks/flush-outbox")

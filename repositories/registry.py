@@ -19,6 +19,7 @@ from repositories.providers import ProviderRepository
 from repositories.ratelimits import RateLimitRepository
 from service.config import Config
 from service.crypto import KeyMaterial
+from service.identity import Pseudonyms
 
 _PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -88,6 +89,8 @@ def build_repositories(
         migrations=MigrationRepository(firestore_client),
         archive=ArchiveRepository(firestore_client, bucket, keys),
         exports=ExportRepository(firestore_client, bucket),
-        conversations=ConversationRepository(firestore_client, keys),
+        conversations=ConversationRepository(
+            firestore_client, keys, Pseudonyms(config.pseudonym_key)
+        ),
         rate_limits=RateLimitRepository(firestore_client),
     )

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from repositories.archive import ACTIVE, IndexEntry, SealReport
 from repositories.audit import AuditEvent
 from service.components import Components
+from service.identity import PatientIdentity
 from service.record import IntakeRecord
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def rebuild_index(components: Components) -> RebuildReport:
         # An object whose conversation exists but does not list it was written by a
         # transaction that lost (it is discarded at once; this covers a crash before that).
         # With no conversation at all (everything was lost), the object is restored.
-        stored = conversations.raw(record.wa_id)
+        identity = PatientIdentity(phone=record.wa_id, bsuid=record.bsuid)
+        stored = conversations.raw(identity)
         return stored is None or record.record_id in stored.get("record_ids", [])
 
     def restore(name: str) -> IndexEntry | None:

@@ -13,6 +13,7 @@ from migrations.runner import MigrationError, run_migrations
 from service import archive as archive_service
 from service import exports as export_service
 from service import providers as provider_service
+from service import support as support_service
 from service.components import EXTENSION_KEY, Components
 from service.errors import ConfigError, ServiceError
 from service.passwords import export_password, today_utc
@@ -68,6 +69,23 @@ def export_password_command(ctx: click.Context, day: datetime | None) -> None:
     click.echo(
         f"valid for {wanted.isoformat()} (UTC), until {daily.valid_until.isoformat()}", err=True
     )
+
+
+@cli.group(cls=_OperatorGroup)
+def conversations() -> None:
+    """Find a patient's conversation for support (never their answers)."""
+
+
+@conversations.command("find")
+@click.argument("who")
+@click.pass_context
+def find_conversation_command(ctx: click.Context, who: str) -> None:
+    """Print the conversation of a phone number (+34612345678) or a BSUID (ES.…)."""
+    found = support_service.find_conversation(_components(ctx), who)
+    click.echo(f"conversation  {found['conversation']}")
+    for name, value in found["fields"].items():
+        if value is not None:
+            click.echo(f"{name:<14}{json.dumps(value) if isinstance(value, dict) else value}")
 
 
 @cli.group(cls=_OperatorGroup)

@@ -26,12 +26,14 @@ DEV_SECRETS = {
     "whatsapp_app_secret": "dev-app-secret",
     "whatsapp_verify_token": "dev-verify-token",
     "meta_access_token": "dev-access-token",
+    "pseudonym_key": "dev-pseudonym-key-not-for-production-0000",
 }
 _MIN_SECRET_LENGTH = {
     "secret_key": 32,
     "zip_password": 16,
     "whatsapp_app_secret": 16,
     "whatsapp_verify_token": 12,
+    "pseudonym_key": 32,
 }
 _ENV_NAMES = {
     "app_env": "APP_ENV",
@@ -51,6 +53,7 @@ _ENV_NAMES = {
     "local_keyset_path": "LOCAL_KEYSET_PATH",
     "zip_password": "ZIP_PASSWORD",
     "secret_key": "SECRET_KEY",
+    "pseudonym_key": "PSEUDONYM_KEY",
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
     "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
     "failpoints": "INTAKE_FAILPOINTS",
@@ -83,6 +86,9 @@ class Config:
     local_keyset_path: str | None = None
     zip_password: str = DEV_SECRETS["zip_password"]
     secret_key: str = DEV_SECRETS["secret_key"]
+    # Names conversations by a keyed hash of the patient's phone or BSUID. Changing it loses
+    # every conversation in progress (see docs/SECURITY.md): it is not rotated like the others.
+    pseudonym_key: str = DEV_SECRETS["pseudonym_key"]
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
     failpoints: str | None = None  # tests only: see service/failpoints.py
@@ -142,7 +148,7 @@ def _production_problems(values: dict[str, object]) -> list[str]:
     required = (
         "project_id archive_bucket meta_access_token whatsapp_phone_number_id "
         "whatsapp_app_secret whatsapp_verify_token whatsapp_start_template kms_key_uri "
-        "zip_password secret_key"
+        "zip_password secret_key pseudonym_key"
     ).split()
     for field in required:
         if field not in values:

@@ -12,6 +12,7 @@ import phonenumbers
 
 from repositories.archive import IndexEntry
 from repositories.conversations import (
+    Claim,
     ConversationIntegrityError,
     ConversationUpdate,
     OutboxItem,
@@ -24,14 +25,15 @@ from service.errors import ConflictError, InvalidInputError, NotFoundError, Unav
 from service.flow.engine import advance, invite
 from service.flow.model import ConversationState, Effect, Step
 from service.flow.questionnaire import load_questionnaire
-from service.logging import mask_phone
+from service.identity import PatientIdentity
 from service.record import IntakeRecord, new_record_id
-from service.webhook import InboundMessage, StatusUpdate, WebhookBatch
+from service.webhook import IdentityChange, InboundMessage, StatusUpdate, WebhookBatch
 from service.whatsapp import (
     GraphError,
     OutsideWindowError,
     RejectedMessageError,
     TokenExpiredError,
+    addressed,
     reply_payload,
     template_payload,
 )
@@ -104,7 +106,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def handle_webhook(components: Components, batch: WebhookBatch) -> None:
-    """Process every message and status of a verified webhook payload."""
+    """Process every message, identity change and status of a verified webhook payload."""
+    for change in batch.identity_changes:
+        handle_identity_change(components, change)
     for message in batch.messages:
         try:
             handle_message(components, message)
@@ -113,7 +117,7 @@ def handle_webhook(components: Components, batch: WebhookBatch) -> None:
             # every other patient in Meta's batch: logged (by the repository) and set aside.
             logger.error(
                 "message set aside: conversation state unreadable",
-                extra={"wa_id": mask_phone(message.wa_id)},
+                extra={"message_type": message.message_type},
             )
     for status in batch.statuses:
         handle_status(components, status)
@@ -135,9 +139,9 @@ def handle_message(components: Components, message: InboundMessage) -> None:
         state = state_from_stored(stored)
         questionnaire = load_questionnaire(state.questionnaire_version if state else "1")
         step = advance(questionnaire, state, message.inbound, message.timestamp, new_record_id())
-        update = _update_for(step, message.wa_id)
+        update = _update_for(step)
         for effect in step.effects:
-            entry = _apply_effect(components, message.wa_id, effect)
+            entry = _apply_effect(components, stored.identity or message.identity, effect)
             if entry is not None:
                 components.failpoints.hit("conversation.archive_stored")
                 stored_objects[entry.record_id] = entry
@@ -148,28 +152,47 @@ def handle_message(components: Components, message: InboundMessage) -> None:
         components.failpoints.hit("conversation.before_commit")
         return update
 
-    update, claimed = repo.apply_inbound(
-        message.wa_id, message.message_id, datetime.now(UTC), decide, _lease(components)
+    update, claim = repo.apply_inbound(
+        message.identity, message.message_id, datetime.now(UTC), decide, _lease(components)
     )
     components.failpoints.hit("conversation.after_commit")
     _discard_lost_records(components, stored_objects, update)
     logger.info(
         "inbound message processed" if update else "duplicate message ignored",
         extra={
-            "wa_id": mask_phone(message.wa_id),
+            "conversation": claim.conversation[:12],
             "message_type": message.message_type,
+            "known_by": _known_by(message.identity),
             "step": update.fields.get("step") if update else None,
         },
     )
-    send_claimed(components, message.wa_id, claimed)
+    send_claimed(components, claim)
+
+
+def handle_identity_change(components: Components, change: IdentityChange) -> None:
+    """Follow a patient's new number or BSUID, so their form and replies follow them."""
+    key = components.repos.conversations.relink(
+        change.previous, change.current, change.message_id, datetime.now(UTC)
+    )
+    logger.info(
+        "patient identity changed" if key else "identity change for an unknown patient",
+        extra={"conversation": (key or "")[:12], "change": change.kind},
+    )
+
+
+def _known_by(identity: PatientIdentity) -> str:
+    """Say how Meta identified a patient, without saying who: for logs and support."""
+    return "+".join(name for name in ("phone", "bsuid") if getattr(identity, name))
 
 
 def _lease(components: Components) -> timedelta:
     return timedelta(seconds=components.config.outbox_lease_seconds)
 
 
-def _update_for(step: Step, wa_id: str) -> ConversationUpdate:
-    replies = [reply_payload(wa_id, reply) for reply in step.replies]
+def _update_for(step: Step) -> ConversationUpdate:
+    # Replies are queued without a recipient: they are addressed when sent, to the patient's
+    # identity as known then (a number may change while a reply waits).
+    replies = [reply_payload(reply) for reply in step.replies]
     update = update_from_state(step.state, replies)
     # A patient who stops gets the confirmation and nothing queued before it.
     update.drop_outbox = step.state.status == "opted_out"
@@ -191,13 +214,15 @@ def _discard_lost_records(
             components.repos.archive.discard_unindexed(entry)
 
 
-def _apply_effect(components: Components, wa_id: str, effect: Effect) -> IndexEntry | None:
+def _apply_effect(
+    components: Components, identity: PatientIdentity, effect: Effect
+) -> IndexEntry | None:
     """Store an archive object (its index entry commits with the conversation) or erase.
 
     Both are idempotent, as a contended transaction may repeat them.
     """
     if effect.kind == "archive" and effect.record is not None:
-        return components.repos.archive.store_object(_record(wa_id, effect.record))
+        return components.repos.archive.store_object(_record(identity, effect.record))
     if effect.kind == "erase_records":
         for record_id in effect.record_ids:
             try:
@@ -207,11 +232,12 @@ def _apply_effect(components: Components, wa_id: str, effect: Effect) -> IndexEn
     return None
 
 
-def _record(wa_id: str, fields: dict[str, Any]) -> IntakeRecord:
+def _record(identity: PatientIdentity, fields: dict[str, Any]) -> IntakeRecord:
     return IntakeRecord(
         record_id=fields["record_id"],
         submitted_at=datetime.fromisoformat(fields["submitted_at"]),
-        wa_id=wa_id,
+        wa_id=identity.phone,
+        bsuid=identity.bsuid,
         name=fields["name"],
         date_of_birth=date.fromisoformat(fields["date_of_birth"]),
         gender=fields["gender"],
@@ -227,12 +253,12 @@ def _record(wa_id: str, fields: dict[str, Any]) -> IntakeRecord:
 def handle_status(components: Components, status: StatusUpdate) -> None:
     """Keep failed deliveries visible to support staff; the others need no storage."""
     if status.status == "failed":
-        components.repos.conversations.record_failed_status(
-            status.wa_id, status.error_codes, status.timestamp
+        key = components.repos.conversations.record_failed_status(
+            status.identity, status.error_codes, status.timestamp
         )
         logger.warning(
             "message delivery failed",
-            extra={"wa_id": mask_phone(status.wa_id), "error_codes": list(status.error_codes)},
+            extra={"conversation": (key or "")[:12], "error_codes": list(status.error_codes)},
         )
 
 
@@ -242,15 +268,13 @@ class FlushReport:
     failed: int = 0
 
 
-def flush_outbox(components: Components, wa_id: str) -> FlushReport:
-    """Lease this patient's queued replies and send them."""
-    claimed = components.repos.conversations.claim_outbox(
-        wa_id, datetime.now(UTC), _lease(components)
-    )
-    return send_claimed(components, wa_id, claimed)
+def flush_outbox(components: Components, key: str) -> FlushReport:
+    """Lease one conversation's queued replies and send them."""
+    claim = components.repos.conversations.claim_outbox(key, datetime.now(UTC), _lease(components))
+    return send_claimed(components, claim)
 
 
-def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) -> FlushReport:
+def send_claimed(components: Components, claim: Claim) -> FlushReport:
     """Send leased replies in order; stop at the first that cannot go now.
 
     Each reply the Graph API took (or that is dropped) is settled at once, in its own write:
@@ -259,37 +283,46 @@ def send_claimed(components: Components, wa_id: str, items: list[OutboxItem]) ->
     one may go twice once its lease runs out). The rest are released together at the end.
     """
     conversations = components.repos.conversations
+    key, identity, items = claim.conversation, claim.identity, claim.items
     released: list[SendResult] = []
     sent = failed = 0
+    if not items:
+        return FlushReport()
+    if identity is None:
+        # Cannot happen for a conversation written by this version; a document restored by
+        # hand without its identity keeps its replies (they are not dropped) and says so.
+        logger.error("queued replies with no known recipient", extra={"conversation": key[:12]})
+        return FlushReport(failed=1)
     started = datetime.now(UTC)
     reengaged = [False]
     for index, item in enumerate(items):
         if datetime.now(UTC) - started > _ROUND_BUDGET:
             released = [SendResult(later.key) for later in items[index:]]
             break
-        result = _send_one(components, wa_id, item, reengaged)
+        result = _send_one(components, identity, item, reengaged)
         if result.wamid is not None:
             components.failpoints.hit("conversation.after_send")  # Meta has it; not recorded
         if result.wamid is not None or result.drop:
-            conversations.settle_outbox(wa_id, datetime.now(UTC), [item], [result])
+            conversations.settle_outbox(key, datetime.now(UTC), [item], [result])
             sent += 1 if result.wamid else 0
             continue
         failed = 1
         # Release the later replies so order is kept: they go after this one, not before.
         released = [result, *(SendResult(later.key) for later in items[index + 1 :])]
         break
-    conversations.settle_outbox(wa_id, datetime.now(UTC), items, released)
+    conversations.settle_outbox(key, datetime.now(UTC), items, released)
     return FlushReport(sent=sent, failed=failed)
 
 
 def _send_one(
-    components: Components, wa_id: str, item: OutboxItem, reengaged: list[bool]
+    components: Components, identity: PatientIdentity, item: OutboxItem, reengaged: list[bool]
 ) -> SendResult:
     try:
-        return SendResult(item.key, wamid=components.graph.send(item.payload).wamid)
+        payload = addressed(item.payload, identity)
+        return SendResult(item.key, wamid=components.graph.send(payload).wamid)
     except OutsideWindowError as error:
         if not reengaged[0]:  # one invitation back, however many replies were waiting
-            _reengage(components, wa_id)
+            _reengage(components, identity)
             reengaged[0] = True
         return SendResult(item.key, error_code=error.code, drop=True)
     except RejectedMessageError as error:
@@ -300,10 +333,10 @@ def _send_one(
         return SendResult(item.key, error_code=error.code or 0, drop=give_up)
 
 
-def _reengage(components: Components, wa_id: str) -> None:
+def _reengage(components: Components, identity: PatientIdentity) -> None:
     """Outside the 24-hour window only a template may go: invite the patient back once."""
     try:
-        components.graph.send(template_payload(wa_id, components.config.whatsapp_start_template))
+        components.graph.send(template_payload(identity, components.config.whatsapp_start_template))
     except GraphError as error:
         logger.warning("re-engagement template failed", extra={"graph_code": error.code})
 
@@ -311,15 +344,17 @@ def _reengage(components: Components, wa_id: str) -> None:
 def flush_all_outboxes(components: Components) -> FlushReport:
     """Retry every conversation with queued replies (Cloud Scheduler calls this)."""
     sent = failed = 0
-    for wa_id in components.repos.conversations.with_pending_outbox():
-        report = flush_outbox(components, wa_id)
+    for key in components.repos.conversations.with_pending_outbox():
+        report = flush_outbox(components, key)
         sent, failed = sent + report.sent, failed + report.failed
     return FlushReport(sent=sent, failed=failed)
 
 
 def start_conversation(components: Components, to: str, provider_id: str) -> str:
-    """Send the start template to a patient and record the invitation; return the wa_id."""
-    wa_id = normalise_phone(to)
+    """Send the start template to a patient and record the invitation; return the phone
+    number (E.164 digits). A patient who already wrote with this number keeps their
+    conversation, whichever identifier it is filed under."""
+    identity = PatientIdentity(phone=normalise_phone(to))
     now = datetime.now(UTC)
 
     def decide(stored: StoredConversation) -> ConversationUpdate:
@@ -332,15 +367,16 @@ def start_conversation(components: Components, to: str, provider_id: str) -> str
         update.fields.update({"invited_at": now, "invited_by": provider_id})
         return update
 
-    components.repos.conversations.update_without_message(wa_id, now, decide)
+    key, _ = components.repos.conversations.update_without_message(identity, now, decide)
     try:
-        components.graph.send(template_payload(wa_id, components.config.whatsapp_start_template))
+        components.graph.send(template_payload(identity, components.config.whatsapp_start_template))
     except GraphError as error:
         raise UnavailableError(
             f"the invitation could not be sent (Graph API error {error.code})"
         ) from None
-    logger.info("invitation sent", extra={"wa_id": mask_phone(wa_id), "provider": provider_id})
-    return wa_id
+    logger.info("invitation sent", extra={"conversation": key[:12], "provider": provider_id})
+    assert identity.phone is not None
+    return identity.phone
 
 
 def normalise_phone(value: object) -> str:

@@ -85,7 +85,7 @@ class GraphInbox:
             wamid = f"wamid.DEV{self._wamids:06d}{secrets.token_hex(10).upper()}"
             self._sent_times.append(now)
             self._append(wa_id, {"direction": "bot", "wamid": wamid, "status": "sent"}, body)
-            return GraphAnswer(200, graph_rules.success_body(body["to"], wamid))
+            return GraphAnswer(200, graph_rules.success_body(body, wamid))
 
     def _check(
         self,
@@ -96,7 +96,8 @@ class GraphInbox:
         body: object,
         now: float,
     ) -> str:
-        """Return the recipient's wa_id, or raise the refusal Meta would answer with."""
+        """Return the recipient (phone digits or BSUID), or raise the refusal Meta would
+        answer with."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), config.meta_access_token.encode()
@@ -124,7 +125,7 @@ class GraphInbox:
         if violation is not None:
             raise _Refusal(400, violation.code, violation.details)
         assert isinstance(body, dict)
-        wa_id = graph_rules.wa_id_of(body["to"])
+        wa_id = graph_rules.recipient_of(body)
         if body.get("type", "text") == "template":
             name, language = body["template"]["name"], body["template"]["language"]["code"]
             if name != config.whatsapp_start_template:

@@ -42,6 +42,8 @@ COLUMNS = (
     "phone",
     "language",
     "consent_at",
+    # Last, so scripts reading the earlier columns by position keep working.
+    "whatsapp_user_id",
 )
 LIST_SEPARATOR = "; "
 EXCEL_MAX_ROWS = 1_048_576  # Excel's limit per sheet, header row included
@@ -50,7 +52,7 @@ SHEET_TITLE = "intakes"
 # What Excel, LibreOffice and Google Sheets may read as the start of a formula or a DDE
 # payload, with the full-width and small forms that East Asian input methods produce.
 _FORMULA_TRIGGERS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
-_COLUMN_WIDTHS = (18, 20, 28, 13, 8, 40, 40, 40, 17, 9, 20)
+_COLUMN_WIDTHS = (18, 20, 28, 13, 8, 40, 40, 40, 17, 9, 20, 24)
 _DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
@@ -82,10 +84,16 @@ def text_values(record: IntakeRecord) -> list[str]:
         record.address,
         LIST_SEPARATOR.join(record.medical_conditions),
         LIST_SEPARATOR.join(record.current_medications),
-        "+" + record.wa_id,
+        phone_cell(record),
         record.language,
         record.consent_at.astimezone(UTC).isoformat(),
+        record.bsuid or "",
     ]
+
+
+def phone_cell(record: IntakeRecord) -> str:
+    """Return the phone in E.164 (`+34…`), or "" for a patient who wrote without a number."""
+    return "+" + record.wa_id if record.wa_id else ""
 
 
 def write_csv(records: Iterable[IntakeRecord], file: BinaryIO) -> int:
@@ -161,9 +169,10 @@ def _xlsx_row(sheet: WriteOnlyWorksheet, record: IntakeRecord) -> list[object]:
         _text_cell(sheet, record.address),
         _text_cell(sheet, LIST_SEPARATOR.join(record.medical_conditions)),
         _text_cell(sheet, LIST_SEPARATOR.join(record.current_medications)),
-        _text_cell(sheet, "+" + record.wa_id),
+        _text_cell(sheet, phone_cell(record)),
         _text_cell(sheet, record.language),
         _datetime_cell(sheet, record.consent_at),
+        _text_cell(sheet, record.bsuid or ""),
     ]
 
 

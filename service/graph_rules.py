@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from service.identity import is_bsuid
+
 INVALID_PARAMETER = 100
 REQUIRED_PARAMETER_MISSING = 131008
 PARAMETER_VALUE_INVALID = 131009
@@ -108,13 +110,22 @@ def error_body(
     return {"error": error}
 
 
-def success_body(to: str, wamid: str) -> dict[str, Any]:
-    """Return Meta's answer to an accepted message: the contact as given and as a wa_id."""
-    return {
-        "messaging_product": "whatsapp",
-        "contacts": [{"input": to, "wa_id": wa_id_of(to)}],
-        "messages": [{"id": wamid}],
-    }
+def success_body(body: dict[str, Any], wamid: str) -> dict[str, Any]:
+    """Return Meta's answer to an accepted message: the contact as given, and as a wa_id (sent
+    to a phone number) or a user_id (sent to a BSUID)."""
+    to = body.get("to")
+    if to:
+        contact = {"input": to, "wa_id": wa_id_of(to)}
+    else:
+        contact = {"input": body["recipient"], "user_id": body["recipient"]}
+    return {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
+
+
+def recipient_of(body: dict[str, Any]) -> str:
+    """Return whom Meta delivers a valid body to: the phone's digits when `to` is given (it
+    takes precedence over `recipient`), else the BSUID in `recipient`."""
+    to = body.get("to")
+    return wa_id_of(to) if to else body["recipient"]
 
 
 @dataclass(frozen=True)
@@ -181,12 +192,22 @@ def _check_envelope(body: dict) -> Iterator[Violation]:
         yield Violation(
             INVALID_PARAMETER, "recipient_type", "Param recipient_type must be 'individual'"
         )
-    to = body.get("to")
-    if to is None or to == "":
-        yield Violation(INVALID_PARAMETER, "to", "The parameter to is required.")
-    elif not isinstance(to, str) or not wa_id_of(to):
-        yield Violation(INVALID_PARAMETER, "to", "Param to must be a phone number or WhatsApp id")
+    yield from _check_recipient(body.get("to"), body.get("recipient"))
     yield from _check_context(body.get("context"))
+
+
+def _check_recipient(to: object, recipient: object) -> Iterator[Violation]:
+    """`to` takes a phone number; `recipient` a business-scoped user id (BSUID), for users
+    known only by one. One of the two is required; with both, Meta uses the phone number."""
+    if (to is None or to == "") and (recipient is None or recipient == ""):
+        yield Violation(INVALID_PARAMETER, "to", "The parameter to or recipient is required.")
+        return
+    if to is not None and to != "" and (not isinstance(to, str) or not wa_id_of(to)):
+        yield Violation(INVALID_PARAMETER, "to", "Param to must be a phone number or WhatsApp id")
+    if recipient is not None and recipient != "" and not is_bsuid(recipient):
+        yield Violation(
+            INVALID_PARAMETER, "recipient", "Param recipient must be a business-scoped user ID"
+        )
 
 
 def _check_context(context: object) -> Iterator[Violation]:

@@ -40,11 +40,53 @@ def envelope(values: list[dict[str, Any]], phone_number_id: str = "1000000000000
     }
 
 
-def message_value(wa_id: str, message: dict[str, Any], profile_name: str = "Patient") -> dict:
-    return {
-        "contacts": [{"profile": {"name": profile_name}, "wa_id": wa_id}],
-        "messages": [{"from": wa_id, **message}],
+def message_value(
+    wa_id: str | None,
+    message: dict[str, Any],
+    profile_name: str = "Patient",
+    user_id: str | None = None,
+    username: str | None = None,
+) -> dict:
+    """A messages change from one patient: `wa_id` is their phone number (None for a patient
+    who hides it behind a username), `user_id` their business-scoped user id (BSUID)."""
+    profile = {"name": profile_name, **({"username": username} if username else {})}
+    contact: dict[str, Any] = {"profile": profile}
+    sender: dict[str, Any] = {}
+    if wa_id is not None:
+        contact["wa_id"] = sender["from"] = wa_id
+    if user_id is not None:
+        contact["user_id"] = sender["from_user_id"] = user_id
+    return {"contacts": [contact], "messages": [{**sender, **message}]}
+
+
+def system_value(
+    kind: str,
+    wa_id: str | None,
+    user_id: str | None,
+    new_wa_id: str | None = None,
+    new_user_id: str | None = None,
+    message_id: str | None = None,
+) -> dict:
+    """Meta's `user_changed_number` (new_wa_id) or `user_changed_user_id` (new_user_id) system
+    message; system messages carry no contacts array."""
+    system: dict[str, Any] = {"body": "User changed", "type": kind}
+    if new_wa_id is not None:
+        system["wa_id"] = new_wa_id
+    if new_user_id is not None:
+        system["user_id"] = new_user_id
+        if user_id is not None:
+            system["previous_user_id"] = user_id
+    message: dict[str, Any] = {
+        "id": message_id or new_message_id(),
+        "timestamp": str(int(time.time())),
+        "type": "system",
+        "system": system,
     }
+    if wa_id is not None:
+        message["from"] = wa_id
+    if user_id is not None:
+        message["from_user_id"] = user_id
+    return {"messages": [message]}
 
 
 def _inbound(
@@ -80,13 +122,20 @@ def list_reply(
     return _inbound("interactive", content, message_id, timestamp)
 
 
-def status_value(wa_id: str, wamid: str, status: str, errors: list[dict] | None = None) -> dict:
-    entry: dict[str, Any] = {
-        "id": wamid,
-        "status": status,
-        "timestamp": str(int(time.time())),
-        "recipient_id": wa_id,
-    }
+def status_value(
+    wa_id: str | None,
+    wamid: str,
+    status: str,
+    errors: list[dict] | None = None,
+    user_id: str | None = None,
+) -> dict:
+    """A status update; a message sent to a BSUID reports it as recipient_user_id, and the
+    phone number (recipient_id) only when Meta may share it."""
+    entry: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
+    if wa_id is not None:
+        entry["recipient_id"] = wa_id
+    if user_id is not None:
+        entry["recipient_user_id"] = user_id
     if errors:
         entry["errors"] = errors
     return {"statuses": [entry]}

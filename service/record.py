@@ -16,8 +16,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from service.errors import InvalidInputError
+from service.identity import is_bsuid, is_phone
 
-SCHEMA_VERSION = 1
+# 2 (2026-12): wa_id may be None and `bsuid` was added, for patients who write without a
+# phone number. A version 1 record (always a phone, no BSUID) still reads, as version 2.
+SCHEMA_VERSION = 2
+_OLDEST_READABLE_VERSION = 1
 
 GENDERS = frozenset({"female", "male", "other"})
 LANGUAGES = frozenset({"en", "es"})
@@ -30,7 +34,6 @@ _ID_LENGTH = 16  # 16 symbols of 5 bits: 80 random bits
 _ID_PATTERN = re.compile(f"[{_ALPHABET}]{{{_ID_LENGTH}}}")
 # Crockford's decoding rule: letters a reader may type for the digits they look like.
 _LOOKALIKES = str.maketrans({"o": "0", "i": "1", "l": "1"})
-_WA_ID_PATTERN = re.compile(r"[0-9]{7,15}")  # E.164: 7 (Niue, Tokelau) to 15 digits
 _FIELD_NAME_PATTERN = re.compile(r"[a-z_]{1,40}")
 # Control characters, lone surrogates (not encodable as UTF-8) and line/paragraph separators.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
@@ -50,7 +53,7 @@ class IntakeRecord:
 
     record_id: str
     submitted_at: datetime
-    wa_id: str = field(repr=False)
+    wa_id: str | None = field(repr=False)  # the phone number, E.164 digits, when known
     name: str = field(repr=False)
     date_of_birth: date = field(repr=False)
     gender: str = field(repr=False)
@@ -60,6 +63,8 @@ class IntakeRecord:
     language: str
     consent_at: datetime
     questionnaire_version: str
+    # The business-scoped user id Meta identified the patient by, when it sent one.
+    bsuid: str | None = field(default=None, repr=False)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -103,8 +108,12 @@ def validate(record: IntakeRecord) -> None:
     _check_utc("consent_at", record.consent_at)
     if record.consent_at > record.submitted_at:
         raise InvalidRecordError("consent_at", "must not be after submitted_at")
-    if not isinstance(record.wa_id, str) or not _WA_ID_PATTERN.fullmatch(record.wa_id):
+    if record.wa_id is not None and not is_phone(record.wa_id):
         raise InvalidRecordError("wa_id", "must be 7 to 15 digits")
+    if record.bsuid is not None and not is_bsuid(record.bsuid):
+        raise InvalidRecordError("bsuid", "must be a business-scoped user id")
+    if record.wa_id is None and record.bsuid is None:
+        raise InvalidRecordError("wa_id", "or bsuid must identify the patient")
     _check_text("name", record.name, 2, 100)
     if not any(unicodedata.category(char).startswith("L") for char in record.name):
         raise InvalidRecordError("name", "must contain a letter")
@@ -181,6 +190,7 @@ def to_dict(record: IntakeRecord) -> dict[str, Any]:
         "language": record.language,
         "consent_at": record.consent_at.astimezone(UTC).isoformat(),
         "questionnaire_version": record.questionnaire_version,
+        "bsuid": record.bsuid,
         "schema_version": record.schema_version,
     }
 
@@ -232,6 +242,8 @@ def from_dict(data: object) -> IntakeRecord:
     if not isinstance(data, dict):
         raise InvalidRecordError("record", "must be a JSON object")
     _check_schema_version(data)
+    if data["schema_version"] == 1:
+        data = {**data, "bsuid": None, "schema_version": SCHEMA_VERSION}
     known = {record_field.name for record_field in fields(IntakeRecord)}
     unknown = sorted(data.keys() - known, key=str)
     if unknown:
@@ -254,7 +266,7 @@ def _check_schema_version(data: dict[str, Any]) -> None:
         raise InvalidRecordError("schema_version", "must be an integer")
     if version > SCHEMA_VERSION:
         raise InvalidRecordError("schema_version", "is newer than this service supports")
-    if version < SCHEMA_VERSION:
+    if version < _OLDEST_READABLE_VERSION:
         raise InvalidRecordError("schema_version", "is older than this service supports")
 
 
@@ -262,6 +274,10 @@ def _parse_string(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidRecordError(name, "must be a string")
     return value
+
+
+def _parse_optional_string(name: str, value: object) -> str | None:
+    return None if value is None else _parse_string(name, value)
 
 
 def _parse_int(name: str, value: object) -> int:
@@ -301,7 +317,7 @@ def _parse_datetime(name: str, value: object) -> datetime:
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "record_id": _parse_string,
     "submitted_at": _parse_datetime,
-    "wa_id": _parse_string,
+    "wa_id": _parse_optional_string,
     "name": _parse_string,
     "date_of_birth": _parse_date,
     "gender": _parse_string,
@@ -311,5 +327,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "language": _parse_string,
     "consent_at": _parse_datetime,
     "questionnaire_version": _parse_string,
+    "bsuid": _parse_optional_string,
     "schema_version": _parse_int,
 }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
@@ -29,22 +28,13 @@ from service.components import Components
 from service.config import Config
 from service.conversation import normalise_phone
 from service.dev_graph import GraphInbox
-from service.errors import InvalidInputError, UnavailableError
+from service.errors import InvalidInputError, NotFoundError, UnavailableError
+from service.identity import PatientIdentity
 from service.providers import create_provider
+from service.support import find_conversation
 from service.webhook import sign
 
 # What support staff read in the Firestore console; the draft and the outbox are never shown.
-SUPPORT_FIELDS = (
-    "status",
-    "step",
-    "language",
-    "created_at",
-    "updated_at",
-    "last_inbound_at",
-    "invalid_answers",
-    "outbox_pending",
-    "last_error",
-)
 WEBHOOK_PATH = "/getIncomingMessages"
 DEV_PROVIDER_NAME = "Simulator (development)"
 MAX_PATIENT_TEXT = 4096
@@ -173,18 +163,11 @@ def _post_webhook(config: Config, base_url: str, payload: dict[str, Any]) -> int
 
 def support_view(components: Components, wa_id: str) -> dict[str, Any]:
     """Return what support staff see of a conversation: plain fields, never the answers."""
-    stored = components.repos.conversations.raw(wa_id)
-    if stored is None:
+    try:
+        found = find_conversation(components, PatientIdentity(phone=wa_id))
+    except NotFoundError:
         return {"exists": False, "fields": {}}
-    return {"exists": True, "fields": {name: _plain(stored.get(name)) for name in SUPPORT_FIELDS}}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items() if not isinstance(item, bytes)}
-    return None if isinstance(value, bytes) else value
+    return {"exists": True, **found}
 
 
 def call_provider_endpoint(

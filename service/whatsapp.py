@@ -16,10 +16,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from service.logging import mask_phone
-
 if TYPE_CHECKING:
     from service.flow.model import Reply
+    from service.identity import PatientIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +84,24 @@ class SentMessage:
     wamid: str
 
 
-def reply_payload(to: str, reply: Reply) -> dict[str, Any]:
-    """Build the Graph API message body for one engine reply."""
-    base: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-    }
+def addressed(payload: dict[str, Any], identity: PatientIdentity) -> dict[str, Any]:
+    """Return a message body addressed to a patient: `to` (the phone number) when we know it,
+    else `recipient` (the BSUID).
+
+    Meta accepts both together but then uses the phone number, so a phone is sent alone; a
+    patient who hides their number is reached through their BSUID. Any address the body held
+    before (replies queued before migration 0003 carry `to`) is replaced: the conversation's
+    identity is the current one, after a changed number too.
+    """
+    body = {key: value for key, value in payload.items() if key not in ("to", "recipient")}
+    if identity.phone:
+        return {**body, "to": identity.phone}
+    return {**body, "recipient": identity.bsuid}
+
+
+def reply_payload(reply: Reply) -> dict[str, Any]:
+    """Build the Graph API message body for one engine reply, without its recipient."""
+    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
     if reply.buttons:
         action = {
             "buttons": [
@@ -125,14 +135,19 @@ def reply_payload(to: str, reply: Reply) -> dict[str, Any]:
     return {**base, "type": "text", "text": {"body": reply.body, "preview_url": False}}
 
 
-def template_payload(to: str, template: str, language: str = "en") -> dict[str, Any]:
-    return {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-        "type": "template",
-        "template": {"name": template, "language": {"code": language}},
-    }
+def template_payload(
+    identity: PatientIdentity, template: str, language: str = "en"
+) -> dict[str, Any]:
+    """Build a template message for a patient (the only kind outside the 24-hour window)."""
+    return addressed(
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "type": "template",
+            "template": {"name": template, "language": {"code": language}},
+        },
+        identity,
+    )
 
 
 class GraphClient:
@@ -198,7 +213,11 @@ class GraphClient:
         description = f"Graph API error {code} (HTTP {status}) {error.get('message', '')[:120]}"
         logger.warning(
             "Graph API refused a message",
-            extra={"graph_code": code, "http_status": status, "to": mask_phone(payload.get("to"))},
+            extra={
+                "graph_code": code,
+                "http_status": status,
+                "addressed_by": "phone" if payload.get("to") else "bsuid",
+            },
         )
         if code == 190:
             with self._lock:

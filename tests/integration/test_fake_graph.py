@@ -115,6 +115,45 @@ def test_accepted_message_is_answered_with_meta_success_shape(fake: FakeGraphApi
     assert answer["messages"][0]["id"].startswith("wamid.")
 
 
+BSUID = "ES.1410018717833190"
+
+
+def by_bsuid(bsuid: str = BSUID) -> dict[str, Any]:
+    body = text()
+    del body["to"]
+    return {**body, "recipient": bsuid}
+
+
+def test_a_message_to_a_bsuid_is_accepted_inside_that_users_window(fake: FakeGraphApi) -> None:
+    fake.customer_wrote(None, user_id=BSUID)
+
+    response = send(fake, by_bsuid())
+
+    assert response.status_code == 200
+    assert response.json()["contacts"] == [{"input": BSUID, "user_id": BSUID}]
+    assert [m["recipient"] for m in fake.messages_to(None, BSUID)] == [BSUID]
+
+
+def test_a_message_to_a_bsuid_that_never_wrote_is_outside_the_window(fake: FakeGraphApi) -> None:
+    fake.customer_wrote(PATIENT_WA_ID)  # another user's window says nothing about this one
+
+    response = send(fake, by_bsuid())
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == 131047
+
+
+def test_a_message_with_neither_to_nor_recipient_is_refused(fake: FakeGraphApi) -> None:
+    body = text()
+    del body["to"]
+
+    response = send(fake, body)
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == 100
+    assert fake.messages == []
+
+
 def test_accepted_message_is_recorded_with_body_wamid_recipient_and_time(
     fake: FakeGraphApi,
 ) -> None:

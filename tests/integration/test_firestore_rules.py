@@ -11,7 +11,7 @@ from tests.conftest import PROJECT_ID
 
 COLLECTIONS = [
     "conversations", "intakes", "exports", "providers", "audit_events", "_migrations", "_meta",
-    "rate_limits", "intake_days",
+    "rate_limits", "intake_days", "identity_links",
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,8 +20,10 @@ PHI = ["Maria Fernanda Lopez", "03/02/1980", "Calle Falsa 123", "28013 Madrid",
 
 
 class RemotePatient:
-    def __init__(self, bases: list[str], fake_graph, wa_id: str) -> None:
-        self.bases, self.graph, self.wa_id = bases, fake_graph, wa_id
+    def __init__(
+        self, bases: list[str], fake_graph, wa_id: str | None, bsuid: str | None = None
+    ) -> None:
+        self.bases, self.graph, self.wa_id, self.bsuid = bases, fake_graph, wa_id, bsuid
         self.clock = int(time.time())
 
     def message(self, kind: str, value: str, title: str = "") -> dict:
@@ -30,8 +33,12 @@ class RemotePatient:
         return payloads.button_reply(value, title or value, timestamp=self.clock)
 
     def post(self, message: dict, base: str | None = None) -> requests.Response:
-        self.graph.customer_wrote(self.wa_id)
-        raw = payloads.encode(payloads.envelope([payloads.message_value(self.wa_id, message)]))
+        self.graph.customer_wrote(self.wa_id, user_id=self.bsuid)
+        value = payloads.message_value(self.wa_id, message, user_id=self.bsuid)
+        return self.deliver(payloads.envelope([value]), base)
+
+    def deliver(self, payload: dict, base: str | None = None) -> requests.Response:
+        raw = payloads.encode(payload)
         return requests.post(f"{base or self.bases[0]}/webhook", data=raw, timeout=30,
                              headers={"Content-Type": "application/json",
                                       "X-Hub-Signature-256": sign(SECRET, raw)})  # fmt: skip
@@ -105,3 +112,77 @@ def test_a_whole_conversation_leaves_no_patient_data_in_the_logs(two_servers, fa
     assert "inbound message processed" in log
     for value in PHI:
         assert value not in log, value
+
+
+def complete_intake(patient: RemotePatient) -> None:
+    patient.says("hello")
+    patient.presses("language:es")
+    patient.presses("consent:yes")
+    patient.says("Maria Fernanda Lopez")
+    patient.says("03/02/1980")
+    patient.presses("gender:female")
+    patient.says("Calle Falsa 123, 28013 Madrid")
+    patient.says("Type 2 diabetes")
+    patient.says("Metformin 500mg")
+    patient.presses("summary:confirm")
+
+
+def firestore_dump(stack, project_id: str) -> str:
+    """Every document of every collection, ids, paths and fields, from the emulator's REST API
+    (what anyone with read access to the database sees)."""
+    base = f"http://{stack.env['FIRESTORE_EMULATOR_HOST']}/v1/projects/{project_id}"
+    documents = f"{base}/databases/(default)/documents"
+    auth = {"Authorization": "Bearer owner"}
+    listed = requests.post(f"{documents}:listCollectionIds", json={}, headers=auth, timeout=10)
+    collections = listed.json().get("collectionIds", [])
+    assert "conversations" in collections and "intakes" in collections
+    pages = []
+    for collection in collections:
+        token = ""
+        while True:
+            page = requests.get(f"{documents}/{collection}", headers=auth, timeout=10,
+                                params={"pageSize": 300, "pageToken": token}).json()  # fmt: skip
+            pages.append(json.dumps(page))
+            token = page.get("nextPageToken", "")
+            if not token:
+                break
+    return "\n".join(pages)
+
+
+def test_several_intakes_leave_no_phone_number_or_bsuid_in_firestore_or_the_logs(
+    two_servers, fake_graph, components, stack, config
+):
+    bases, log_path = two_servers
+    by_bsuid = RemotePatient(bases[:1], fake_graph, None, "ES.1410018717833190")
+    by_both = RemotePatient(bases[1:], fake_graph, "34612345678", "ES.2520029828944201")
+    by_phone = RemotePatient(bases[:1], fake_graph, "447700900123")
+    for patient in (by_bsuid, by_both, by_phone):
+        complete_intake(patient)
+    by_both.deliver(
+        payloads.envelope(
+            [
+                payloads.system_value(
+                    "user_changed_number",
+                    "34612345678",
+                    "ES.2520029828944201",
+                    new_wa_id="34699887766",
+                )
+            ]
+        )
+    )
+    by_phone.deliver(payloads.envelope([payloads.status_value(
+        "447700900123", "wamid.X", "failed", [{"code": 131026}])]))  # fmt: skip
+    by_both.wa_id = "34699887766"
+    by_both.says("hola")
+    for who in ("ES.1410018717833190", "34699887766", "447700900123"):
+        assert components.repos.conversations.raw(who)["status"] == "completed"
+    bsuid_replies = fake_graph.messages_to(None, "ES.1410018717833190")
+    assert bsuid_replies and all("to" not in m["body"] for m in bsuid_replies)
+    time.sleep(0.3)
+    stored, log = firestore_dump(stack, config.project_id), log_path.read_text()
+    assert "inbound message processed" in log and "patient identity changed" in log
+    for value in ("34612345678", "34699887766", "447700900123", "ES.1410018717833190",
+                  "ES.2520029828944201", "1410018717833190", "2520029828944201"):  # fmt: skip
+        assert value not in stored, value
+        assert value not in log, value
+        assert value[-8:] not in stored and value[-8:] not in log, value

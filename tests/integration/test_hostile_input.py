@@ -133,7 +133,7 @@ def test_a_meta_payload_at_the_limit_is_processed(client, components, fake_graph
     fake_graph.customer_wrote(WA_ID)
     response = post_raw(client, padded(hello(), MAX_BODY_BYTES), secret)
     assert response.status_code == 200
-    assert list(conversations(components)) == [WA_ID]
+    assert list(conversations(components)) == [components.repos.conversations.find(WA_ID)]
     assert len(fake_graph.messages_to(WA_ID)) == 1
 
 
@@ -149,9 +149,9 @@ def test_duplicate_keys_count_once_with_the_last_value_and_a_redelivery_is_not_a
     fake_graph.customer_wrote(WA_ID)
     assert post_raw(client, raw, secret).status_code == 200
     assert post_raw(client, raw, secret).status_code == 200
-    assert list(conversations(components)) == [WA_ID]
+    assert list(conversations(components)) == [components.repos.conversations.find(WA_ID)]
     assert len(fake_graph.messages_to(WA_ID)) == 1
-    assert "wamid.LAST" in json.dumps(conversations(components)[WA_ID], default=str)
+    assert "wamid.LAST" in json.dumps(components.repos.conversations.raw(WA_ID), default=str)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import importlib
+import json
 import sys
 import textwrap
 
@@ -129,3 +130,118 @@ def test_cli_migrate_ships_the_schema_version_document(components):
 
     again = runner.invoke(cli, ["migrate"], obj=components)
     assert again.output.strip() == "applied: none"
+
+
+# -- 0003: phone-keyed conversations move to pseudonymous keys ------------------------------
+
+LEGACY_SECRET = "dev-app-secret"
+
+
+def _written_before_0003(components, phone: str) -> None:
+    """Rewrite a patient's conversation as the service wrote it before 0003: named by the phone
+    number, no sealed identity, the draft and every queued reply sealed for that path, and the
+    replies addressed with `to`."""
+    from service.crypto import key_id_of
+
+    conversations = components.repos.conversations
+    key = conversations.find(phone)
+    collection = components.repos.firestore.collection("conversations")
+    data = collection.document(key).get().to_dict()
+    keyring = components.keys.keyring()
+
+    def reseal(sealed: bytes, old: str, new: str, address: bool = False) -> bytes:
+        plain = components.keys.keyring_for(key_id_of(sealed)).decrypt(sealed, old.encode())
+        if address:
+            plain = json.dumps({**json.loads(plain), "to": phone}).encode()
+        return keyring.encrypt(plain, new.encode())
+
+    data.pop("identity")
+    if "draft" in data:
+        data["draft"] = reseal(data["draft"], f"conversations/{key}", f"conversations/{phone}")
+    data["outbox"] = [
+        {**item, "sealed": reseal(item["sealed"], f"conversations/{key}#outbox:{item['key']}",
+                                  f"conversations/{phone}#outbox:{item['key']}", address=True)}
+        for item in data.get("outbox", [])
+    ]  # fmt: skip
+    collection.document(phone).set(data)
+    collection.document(key).delete()
+    for link in components.repos.firestore.collection("identity_links").stream():
+        link.reference.delete()
+
+
+def _conversation_ids(components) -> list[str]:
+    return [s.id for s in components.repos.firestore.collection("conversations").stream()]
+
+
+def _apply_0003(components) -> None:
+    (migration,) = [m for m in discover() if m.migration_id.startswith("0003_")]
+    migration.apply(components)
+
+
+def test_0003_moves_old_conversations_keeping_draft_queued_replies_and_records(
+    client, fake_graph, components
+):
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.test_conversation import complete_form
+    from tests.integration.whatsapp import Patient, body_text
+
+    done = Patient(client, fake_graph, LEGACY_SECRET, wa_id="447700900123")
+    complete_form(done)
+    midway = Patient(client, fake_graph, LEGACY_SECRET, wa_id="34612345678")
+    midway.starts_form()
+    fake_graph.fail_next(3, status=500, code=2)
+    assert midway.says("Maria Fernanda Lopez") == []  # the next question stays queued
+    for patient in (done, midway):
+        _written_before_0003(components, patient.wa_id)
+    raw = components.repos.firestore.collection("conversations").document("34612345678")
+    outbox = [{**item, "claimed_until": datetime.now(UTC) - timedelta(minutes=5)}
+              for item in raw.get().to_dict()["outbox"]]  # fmt: skip
+    raw.update({"outbox": outbox})  # as if the sending process had died
+    before = {phone: components.repos.firestore.collection("conversations").document(phone)
+              .get().to_dict() for phone in ("447700900123", "34612345678")}  # fmt: skip
+
+    _apply_0003(components)
+    _apply_0003(components)  # idempotent: nothing left to move, nothing changed
+
+    ids = _conversation_ids(components)
+    assert len(ids) == 2 and not any(id_.isdigit() for id_ in ids)
+    moved = components.repos.conversations.raw("447700900123")
+    assert moved["record_ids"] == before["447700900123"]["record_ids"]
+    assert moved["updated_at"] == before["447700900123"]["updated_at"]
+    assert moved["status"] == "completed"
+    replies = midway.says("03/02/1980")
+    texts = [body_text(reply) for reply in replies]
+    assert "birth" in texts[0].lower()  # the reply queued before the move goes first
+    assert "gender" in texts[-1].lower()  # and the draft held the name: the form went on
+    assert all(reply["to"] == "34612345678" for reply in replies)
+
+
+def test_0003_is_safe_while_the_webhook_is_live(client, fake_graph, components):
+    import threading
+
+    from tests.integration.whatsapp import Patient, body_text
+
+    patients = [Patient(client, fake_graph, LEGACY_SECRET, wa_id=f"3461200000{n}")
+                for n in range(6)]  # fmt: skip
+    for patient in patients:
+        patient.starts_form()
+        _written_before_0003(components, patient.wa_id)
+    answers: dict[str, list[dict]] = {}
+
+    def write(patient) -> None:
+        answers[patient.wa_id] = patient.says("Maria Fernanda Lopez")
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in patients[:3]]
+    threads.append(threading.Thread(target=_apply_0003, args=(components,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _apply_0003(components)
+    for patient in patients[3:]:
+        answers[patient.wa_id] = patient.says("Maria Fernanda Lopez")
+    ids = _conversation_ids(components)
+    assert len(ids) == 6 and not any(id_.isdigit() for id_ in ids)
+    for patient in patients:  # every draft survived: each form asks the next question
+        assert "birth" in body_text(answers[patient.wa_id][-1]).lower(), patient.wa_id

@@ -165,9 +165,8 @@ def test_a_redelivery_sends_replies_left_queued_by_a_process_that_died(
         {**item, "claimed_until": datetime.now(UTC) - timedelta(minutes=5)}
         for item in raw["outbox"]
     ]
-    components.repos.firestore.collection("conversations").document(patient.wa_id).update(
-        {"outbox": outbox}
-    )
+    key = components.repos.conversations.find(patient.wa_id)
+    components.repos.firestore.collection("conversations").document(key).update({"outbox": outbox})
     replies = patient.redelivers()
     assert len(replies) == 1 and "agree" in body_text(replies[0]).lower()
     assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 0

@@ -116,7 +116,13 @@ def test_status_updates_get_200(client, status):
     assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
 
 
-def test_a_failed_delivery_is_visible_to_support_staff(client, components):
+def _patient_wrote(client, fake_graph) -> None:
+    fake_graph.customer_wrote(WA_ID)
+    assert post_signed(client, SECRET, _text_payload()).status_code == 200
+
+
+def test_a_failed_delivery_is_visible_to_support_staff(client, components, fake_graph):
+    _patient_wrote(client, fake_graph)
     value = payloads.status_value(
         WA_ID, "wamid.ABC", "failed", errors=[{"code": 131026, "title": "Undeliverable"}]
     )
@@ -178,7 +184,14 @@ def test_a_body_over_meta_limit_gets_413(client):
     assert response.status_code == 413
 
 
-def test_a_failed_status_with_an_absurd_error_code_still_gets_200(client, components):
+def test_a_failed_status_for_an_unknown_patient_creates_no_conversation(client, components):
+    value = payloads.status_value(WA_ID, "wamid.ABC", "failed", errors=[{"code": 131026}])
+    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert list(components.repos.firestore.collection("conversations").stream()) == []
+
+
+def test_a_failed_status_with_an_absurd_error_code_still_gets_200(client, components, fake_graph):
+    _patient_wrote(client, fake_graph)
     value = payloads.status_value(WA_ID, "wamid.ABC", "failed", errors=[{"code": 2**63}])
     assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
     assert components.repos.conversations.raw(WA_ID)["failed_deliveries"] == 1
@@ -193,3 +206,42 @@ def test_a_seven_digit_number_can_complete_the_form(client, fake_graph, componen
         patient.says(answer)
     patient.presses("summary:confirm")
     assert components.repos.conversations.raw("6831234")["status"] == "completed"
+
+
+def test_messages_for_another_phone_number_are_acknowledged_and_ignored(
+    client, fake_graph, components
+):
+    fake_graph.customer_wrote(WA_ID)
+    value = payloads.message_value(WA_ID, payloads.text_message("hola"))
+    payload = payloads.envelope([value], phone_number_id="999999999999999")
+    for _ in range(3):
+        assert post_signed(client, SECRET, payload).status_code == 200
+    assert components.repos.conversations.keys() == []
+    assert fake_graph.messages == []
+
+
+@pytest.mark.parametrize("field", ["account_update", "message_template_status_update", 5])
+def test_changes_of_another_webhook_field_are_acknowledged_and_ignored(
+    client, fake_graph, components, field
+):
+    fake_graph.customer_wrote(WA_ID)
+    payload = _text_payload()
+    payload["entry"][0]["changes"][0]["field"] = field
+    assert post_signed(client, SECRET, payload).status_code == 200
+    assert components.repos.conversations.keys() == []
+    assert fake_graph.messages == []
+
+
+def test_messages_for_our_number_in_the_same_delivery_are_still_processed(
+    client, fake_graph, components
+):
+    fake_graph.customer_wrote(WA_ID)
+    ours = payloads.envelope([payloads.message_value(WA_ID, payloads.text_message("hola"))])
+    other = payloads.envelope(
+        [payloads.message_value("34600000009", payloads.text_message("hola"))],
+        phone_number_id="999999999999999",
+    )
+    ours["entry"].append(other["entry"][0])
+    assert post_signed(client, SECRET, ours).status_code == 200
+    assert len(components.repos.conversations.keys()) == 1
+    assert components.repos.conversations.raw(WA_ID) is not None

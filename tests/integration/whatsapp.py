@@ -30,19 +30,16 @@ class Patient:
     client: FlaskClient
     graph: FakeGraphApi
     secret: str
-    wa_id: str = "34612345678"
+    wa_id: str | None = "34612345678"  # None: a patient who writes under a username
+    bsuid: str | None = None
     seen: int = 0
     sent: list[dict] = field(default_factory=list)
     clock: int = field(default_factory=lambda: int(time.time()))
 
     def _post(self, message: dict[str, Any]) -> list[dict]:
-        self.graph.customer_wrote(self.wa_id)
+        self.graph.customer_wrote(self.wa_id, user_id=self.bsuid)
         self.sent.append(message)
-        response = post_signed(
-            self.client,
-            self.secret,
-            payloads.envelope([payloads.message_value(self.wa_id, message)]),
-        )
+        response = post_signed(self.client, self.secret, self.payload(message))
         assert response.status_code == 200, response.get_data(as_text=True)
         return self.new_replies()
 
@@ -75,16 +72,17 @@ class Patient:
     def redelivers(self, index: int = -1) -> list[dict]:
         """Meta delivers the same message again (same id and timestamp)."""
         message = self.sent[index]
-        response = post_signed(
-            self.client,
-            self.secret,
-            payloads.envelope([payloads.message_value(self.wa_id, message)]),
-        )
+        response = post_signed(self.client, self.secret, self.payload(message))
         assert response.status_code == 200
         return self.new_replies()
 
+    def payload(self, message: dict[str, Any]) -> dict:
+        """The webhook payload Meta sends for one of this patient's messages."""
+        value = payloads.message_value(self.wa_id, message, user_id=self.bsuid)
+        return payloads.envelope([value])
+
     def new_replies(self) -> list[dict]:
-        messages = self.graph.messages_to(self.wa_id)
+        messages = self.graph.messages_to(self.wa_id, self.bsuid)
         fresh = messages[self.seen :]
         self.seen = len(messages)
         return [message["body"] for message in fresh]

@@ -15,6 +15,7 @@ PRODUCTION = {
     "KMS_KEY_URI": "gcp-kms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
     "ZIP_PASSWORD": "a-long-zip-master-secret",
     "SECRET_KEY": "s" * 48,
+    "PSEUDONYM_KEY": "p" * 48,
 }
 
 

@@ -88,6 +88,7 @@ def test_text_values_follow_the_column_order():
     assert COLUMNS == (
         "record_id", "submitted_at", "name", "date_of_birth", "gender", "address",
         "medical_conditions", "current_medications", "phone", "language", "consent_at",
+        "whatsapp_user_id",
     )  # fmt: skip
     assert text_values(known_record()) == [
         "0123456789abcdef",
@@ -101,7 +102,26 @@ def test_text_values_follow_the_column_order():
         "+34612345678",
         "es",
         "2026-11-20T10:25:15+00:00",
+        "",
     ]
+
+
+def test_a_patient_known_only_by_a_bsuid_has_an_empty_phone_and_their_bsuid():
+    record = make_record(wa_id=None, bsuid="ES.1410018717833190")
+    (row,) = csv_rows(written_csv([record]))[1:]
+    assert row[COLUMNS.index("phone")] == ""
+    assert row[COLUMNS.index("whatsapp_user_id")] == "ES.1410018717833190"
+    sheet = load_workbook(io.BytesIO(written_xlsx([record])), read_only=True)["intakes"]
+    values = [list(row) for row in sheet.iter_rows(values_only=True)]
+    assert values[1][COLUMNS.index("phone")] in ("", None)
+    assert values[1][COLUMNS.index("whatsapp_user_id")] == "ES.1410018717833190"
+
+
+def test_a_patient_known_by_both_has_the_phone_and_the_bsuid():
+    record = make_record(wa_id="34612345678", bsuid="ES.1410018717833190")
+    (row,) = csv_rows(written_csv([record]))[1:]
+    assert row[COLUMNS.index("phone")] == "'+34612345678"  # made inert, as every + is
+    assert row[COLUMNS.index("whatsapp_user_id")] == "ES.1410018717833190"
 
 
 def test_csv_is_utf8_with_a_bom_crlf_rows_and_rfc4180_quoting():

@@ -14,6 +14,7 @@ from service.graph_rules import (
     error_message,
     find_violations,
     first_violation,
+    recipient_of,
     success_body,
     wa_id_of,
 )
@@ -114,6 +115,16 @@ INVALID_BODIES = {
         "recipient_type",
     ),
     "missing to": ({**text("hi"), "to": ""}, INVALID_PARAMETER, "to"),
+    "neither to nor recipient": (
+        {key: value for key, value in text("hi").items() if key != "to"},
+        INVALID_PARAMETER,
+        "to",
+    ),
+    "recipient not a bsuid": (
+        {**{k: v for k, v in text("hi").items() if k != "to"}, "recipient": "34612345678"},
+        INVALID_PARAMETER,
+        "recipient",
+    ),
     "to without digits": ({**text("hi"), "to": "patient"}, INVALID_PARAMETER, "to"),
     "unsupported type": ({**text("hi"), "type": "sticker"}, INVALID_PARAMETER, "type"),
     "context without message id": (
@@ -319,8 +330,28 @@ def test_error_body_marks_temporary_codes_transient() -> None:
 
 
 def test_success_body_echoes_the_input_and_its_wa_id() -> None:
-    assert success_body("+1 555-010-0001", "wamid.X") == {
+    assert success_body({"to": "+1 555-010-0001"}, "wamid.X") == {
         "messaging_product": "whatsapp",
         "contacts": [{"input": "+1 555-010-0001", "wa_id": "15550100001"}],
         "messages": [{"id": "wamid.X"}],
     }
+
+
+@pytest.mark.parametrize(
+    ("address", "delivered_to"),
+    [
+        ({"recipient": "ES.1410018717833190"}, "ES.1410018717833190"),
+        ({"to": "+34 612 34 56 78", "recipient": "ES.1410018717833190"}, "34612345678"),
+        ({"recipient": "US.ENT.11815799212886844830"}, "US.ENT.11815799212886844830"),
+    ],
+)
+def test_a_bsuid_recipient_is_accepted_and_a_phone_takes_precedence(address, delivered_to):
+    body = {**{k: v for k, v in text("hi").items() if k != "to"}, **address}
+    assert find_violations(body) == []
+    assert recipient_of(body) == delivered_to
+
+
+def test_success_body_for_a_bsuid_names_the_user_id() -> None:
+    assert success_body({"recipient": "ES.1410018717833190"}, "wamid.X")["contacts"] == [
+        {"input": "ES.1410018717833190", "user_id": "ES.1410018717833190"}
+    ]

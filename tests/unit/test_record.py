@@ -76,7 +76,7 @@ def test_json_is_compact_sorted_utf8_with_iso_dates():
     assert parsed["consent_at"] == "2026-03-01T09:23:15.123456+00:00"
     assert parsed["medical_conditions"] == ["asma", "diabète type 2"]
     assert parsed["address"] == "Calle del Año 5, 2º\nMadrid 28001\n🏠"
-    assert parsed["schema_version"] == SCHEMA_VERSION == 1
+    assert parsed["schema_version"] == SCHEMA_VERSION == 2
 
 
 def test_a_utc_equivalent_timezone_is_written_as_plus_zero_and_reads_back_equal():
@@ -88,6 +88,30 @@ def test_a_utc_equivalent_timezone_is_written_as_plus_zero_and_reads_back_equal(
 
 def test_dict_helpers_round_trip():
     assert from_dict(to_dict(RECORD)) == RECORD
+
+
+def test_a_version_1_record_reads_as_version_2_with_no_bsuid():
+    document = json.loads(to_json(RECORD))
+    del document["bsuid"]
+    document["schema_version"] = 1
+    record = from_json(json.dumps(document).encode())
+    assert record == replace(RECORD, bsuid=None)
+    assert record.schema_version == SCHEMA_VERSION
+
+
+def test_a_record_may_name_the_patient_by_bsuid_alone():
+    record = replace(RECORD, wa_id=None, bsuid="ES.1410018717833190")
+    assert from_json(to_json(record)) == record
+
+
+def test_a_record_with_neither_phone_nor_bsuid_is_rejected():
+    with pytest.raises(InvalidRecordError, match="^wa_id or bsuid"):
+        to_json(replace(RECORD, wa_id=None, bsuid=None))
+
+
+@pytest.mark.parametrize("bsuid", ["ES.", "es.123", "ES 123", "ES.12345.", "1410018717833190"])
+def test_a_malformed_bsuid_is_rejected(bsuid):
+    _assert_rejected(replace(RECORD, bsuid=bsuid), "bsuid", bsuid)
 
 
 def test_a_new_record_defaults_to_the_current_schema_version():
@@ -223,7 +247,8 @@ def test_valid_values_are_accepted(field, value):
         ("questionnaire_version", "v" * 21),
         ("questionnaire_version", "v1\n"),
         ("schema_version", 0),
-        ("schema_version", 2),
+        ("schema_version", 1),
+        ("schema_version", 3),
         ("schema_version", True),
         ("schema_version", "1"),
     ],
@@ -295,7 +320,7 @@ _DELETE = object()
         (_json_with(**{"Blood Type!": "AB+"}), "an unnamed field", "Blood Type!"),
         (_json_with(name=_DELETE), "name", None),
         (_json_with(schema_version=_DELETE), "schema_version", None),
-        (_json_with(schema_version=2, blood_type="AB+"), "schema_version", None),
+        (_json_with(schema_version=3, blood_type="AB+"), "schema_version", None),
         (_json_with(schema_version=0), "schema_version", None),
         (_json_with(schema_version="1"), "schema_version", None),
         (_json_with(schema_version=True), "schema_version", None),
