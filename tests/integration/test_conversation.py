@@ -227,6 +227,7 @@ def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, m
 
     import service.conversation as conversation
     from service.flow.model import Inbound
+    from service.identity import PatientIdentity
     from service.webhook import InboundMessage
 
     patient.starts_form()
@@ -252,8 +253,8 @@ def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, m
 
     monkeypatch.setattr(conversation, "state_from_stored", state_from_stored)
     monkeypatch.setattr(conversation, "_apply_effect", apply_effect)
-    stop = InboundMessage("wamid.STOPRACE", patient.wa_id, datetime.now(UTC),
-                          Inbound(kind="text", text="stop"), "text")  # fmt: skip
+    stop = InboundMessage("wamid.STOPRACE", PatientIdentity(phone=patient.wa_id),
+                          datetime.now(UTC), Inbound(kind="text", text="stop"), "text")  # fmt: skip
     stopper = threading.Thread(
         name="stopper", target=conversation.handle_message, args=(components, stop)
     )
@@ -262,6 +263,7 @@ def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, m
     patient.presses("summary:confirm")
     stopper.join(30)
     raw = components.repos.conversations.raw(patient.wa_id)
+    assert "wamid.STOPRACE" in raw["processed_ids"]  # the STOP was applied, not lost
     indexed = [entry for entry in components.repos.archive.index_entries()]
     objects = list(components.repos.archive.object_names())
     # Either order of commits is fine; what must hold is that a record exists exactly when
