@@ -48,6 +48,12 @@ logger = logging.getLogger(__name__)
 COLLECTION = CONVERSATIONS
 _PROCESSED_IDS_KEPT = 200  # Meta redelivers for up to 7 days; far more than a form's messages
 _SENT_KEPT = 50
+# While nothing can be sent (an expired token, a long outage) every message still queues its
+# replies; a document must stay far below Firestore's 1 MiB. A sealed reply is at most ~6 KB
+# (a 4,096-character body, UTF-8, sealed): 40 of them stay under 250 KB. Past the bound the
+# oldest replies go (they answer messages the patient has since followed up), counted and
+# logged like every other drop.
+MAX_OUTBOX = 40
 _ATTEMPTS = 20
 # Racing processes settle within milliseconds; past this the webhook answers 503 (Meta retries)
 # rather than hold a worker thread.
@@ -95,6 +101,8 @@ class SendResult:
     wamid: str | None = None
     error_code: int | None = None
     drop: bool = False
+    attempted: bool = False  # a send was tried (released replies behind it were not)
+    reason: str | None = None  # why a dropped reply was dropped, for support staff
 
 
 @dataclass
@@ -110,7 +118,7 @@ class _Change:
 class OutboxItem:
     key: str
     payload: dict[str, Any]  # the message without its recipient: see Claim.identity
-    attempts: int
+    attempts: int  # sends tried so far (not claims: a claimed reply may never be tried)
     stored: dict[str, Any] = field(repr=False, default_factory=dict)  # exactly as written
 
 
@@ -121,6 +129,8 @@ class Claim:
     conversation: str
     identity: PatientIdentity | None
     items: list[OutboxItem] = field(default_factory=list)
+    # When the patient last wrote: free-form replies can be delivered for 24 h after it.
+    last_inbound_at: datetime | None = None
 
 
 class ConversationRepository:
@@ -274,7 +284,8 @@ class ConversationRepository:
         return located
 
     def _claim_of(self, stored: StoredConversation, items: list[dict[str, Any]]) -> Claim:
-        return Claim(stored.key, stored.identity, self._opened(stored.key, items))
+        last = stored.fields.get("last_inbound_at")
+        return Claim(stored.key, stored.identity, self._opened(stored.key, items), last)
 
     def _read_modify_write(
         self,
@@ -343,7 +354,15 @@ class ConversationRepository:
             processed = list(fields.get("processed_ids", [])) + [message_id]
             fields["processed_ids"] = processed[-_PROCESSED_IDS_KEPT:]
         outbox = [] if update.drop_outbox else list(fields.get("outbox", []))
-        for index, payload in enumerate(update.replies):
+        overflow = len(outbox) + len(update.replies) - MAX_OUTBOX
+        if overflow > 0:
+            outbox = outbox[overflow:]
+            _count_drops(fields, overflow, "outbox_full", now)
+            logger.warning(
+                "replies dropped",
+                extra={"conversation": stored.key[:12], "reason": "outbox_full", "count": overflow},
+            )
+        for index, payload in enumerate(update.replies[-MAX_OUTBOX:]):
             key = f"{message_id}:{index}" if message_id else f"system:{now.timestamp()}:{index}"
             outbox.append(
                 {
@@ -402,6 +421,30 @@ class ConversationRepository:
 
         return self._read_modify_write(lambda: self._locate(previous, current), attempt)
 
+    def forget_record(self, identity: PatientIdentity, record_id: str, now: datetime) -> str | None:
+        """Stop a conversation naming an erased record; return its key, or None when no
+        conversation names it."""
+
+        key = self.find(identity)
+        if key is None:
+            return None
+        reference = self._collection.document(key)
+
+        def attempt(located: Located):
+            data = (located.snapshot.to_dict() or {}) if located.snapshot.exists else {}
+            named = data.get("record_ids", [])
+            if record_id not in named and data.get("record_id") != record_id:
+                return None, None
+            record_ids = [item for item in named if item != record_id]
+            changes = {
+                "record_ids": record_ids,
+                "record_id": record_ids[-1] if record_ids else None,
+                "updated_at": now,
+            }
+            return key, _Change(changes)
+
+        return self._read_modify_write(lambda: Located(key, reference.get(**_CALL)), attempt)
+
     def legacy_keys(self) -> list[str]:
         """The ids of conversations still named by a phone number (before migration 0003)."""
         return [key for key in self.keys() if is_legacy_key(key)]
@@ -446,7 +489,13 @@ class ConversationRepository:
             outbox = (located.snapshot.to_dict() or {}).get("outbox", [])
             claimed = _claim(outbox, now, lease)
             change = _Change({"outbox": outbox, "outbox_pending": len(outbox)})
-            claim = Claim(key, self._sealed_identity(located.snapshot), self._opened(key, claimed))
+            data = located.snapshot.to_dict() or {}
+            claim = Claim(
+                key,
+                self._sealed_identity(located.snapshot),
+                self._opened(key, claimed),
+                data.get("last_inbound_at"),
+            )
             return claim, change if claimed else None
 
         return self._read_modify_write(lambda: Located(key, reference.get(**_CALL)), attempt)
@@ -484,6 +533,10 @@ class ConversationRepository:
         errors = [result.error_code for result in results if result.error_code is not None]
         if errors:
             changes["last_error"] = {"code": errors[-1], "at": now, "source": "send"}
+        dropped = [result for result in results if result.drop]
+        if dropped:
+            changes["dropped_replies"] = firestore.Increment(len(dropped))
+            changes["last_drop"] = {"reason": dropped[-1].reason, "at": now}
         try:
             self._collection.document(key).update(changes)
         except NotFound:
@@ -501,19 +554,21 @@ class ConversationRepository:
                 return None, None
             data = snapshot.to_dict() or {}
             outbox, sent = [], list(data.get("sent", []))
+            changes: dict[str, Any] = {}
             for item in data.get("outbox", []):
                 result = by_key.get(item["key"])
                 if result is None:
                     outbox.append(item)
                 elif result.wamid:
                     sent.append({"key": item["key"], "wamid": result.wamid})
-                elif not result.drop:
-                    outbox.append({**item, "claimed_until": None})
-            changes: dict[str, Any] = {
-                "outbox": outbox,
-                "outbox_pending": len(outbox),
-                "sent": sent[-_SENT_KEPT:],
-            }
+                elif result.drop:
+                    _count_drops(changes, 1, result.reason, now, data)
+                else:
+                    tried = item.get("attempts", 0) + (1 if result.attempted else 0)
+                    outbox.append({**item, "claimed_until": None, "attempts": tried})
+            changes.update(
+                {"outbox": outbox, "outbox_pending": len(outbox), "sent": sent[-_SENT_KEPT:]}
+            )
             errors = [result.error_code for result in results if result.error_code is not None]
             if errors:
                 changes["last_error"] = {"code": errors[-1], "at": now, "source": "send"}
@@ -567,6 +622,18 @@ def _claim(outbox: list[dict[str, Any]], now: datetime, lease: timedelta) -> lis
         if item.get("claimed_until") and item["claimed_until"] > now:
             break
         item["claimed_until"] = now + lease
-        item["attempts"] = item.get("attempts", 0) + 1
         claimed.append(item)
     return claimed
+
+
+def _count_drops(
+    fields: dict[str, Any],
+    count: int,
+    reason: str | None,
+    now: datetime,
+    current: dict[str, Any] | None = None,
+) -> None:
+    """Add dropped replies to the counts support staff see on the conversation."""
+    before = fields.get("dropped_replies", (current or {}).get("dropped_replies", 0))
+    fields["dropped_replies"] = before + count
+    fields["last_drop"] = {"reason": reason, "at": now}

@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from repositories.archive import ACTIVE, IndexEntry, SealReport
+from repositories.archive import ACTIVE, IndexEntry, RecordIntegrityError, SealReport
 from repositories.audit import AuditEvent
 from service.components import Components
+from service.errors import GoneError, NotFoundError
 from service.identity import PatientIdentity
 from service.record import IntakeRecord
 
@@ -24,21 +25,76 @@ def archive_record(components: Components, record: IntakeRecord) -> IndexEntry:
 
 
 def erase_record(
-    components: Components, record_id: str, actor: str, reason: str = "request"
+    components: Components,
+    record_id: str,
+    actor: str,
+    reason: str = "request",
+    clear_conversation: bool = True,
 ) -> IndexEntry:
-    """Erase an archived record (object deleted, index marked) and audit it."""
-    entry = components.repos.archive.erase(record_id, datetime.now(UTC))
+    """Erase an archived record and every copy of it, and audit what went.
+
+    The object and every sealed batch of its day are deleted and the index entry marked; every
+    live export zip that may hold it is deleted and its download links answer 410; and, unless
+    the caller is the conversation itself (a patient's "delete my data", whose new state
+    already forgets the record), the conversation stops naming it.
+    """
+    archive = components.repos.archive
+    identity = _identity_of(components, record_id) if clear_conversation else None
+    now = datetime.now(UTC)
+    entry = archive.erase(record_id, now)
+    exports = _purge_exports_holding(components, entry, now)
+    conversation = (
+        components.repos.conversations.forget_record(identity, record_id, now)
+        if identity is not None
+        else None
+    )
     components.repos.audit.append(
         AuditEvent(
             action="record.erase",
             outcome="success",
-            at=entry.erased_at or datetime.now(UTC),
+            at=entry.erased_at or now,
             actor=actor,
-            details={"record_id": record_id, "reason": reason},
+            details={
+                "record_id": record_id,
+                "reason": reason,
+                "removed": {
+                    "object": entry.object_name,
+                    "batches_of_day": entry.submitted_at.date().isoformat(),
+                    "exports": exports,
+                    "conversation": conversation is not None,
+                },
+            },
         )
     )
-    logger.info("record erased", extra={"record_id": record_id})
+    logger.info("record erased", extra={"record_id": record_id, "exports": len(exports)})
     return entry
+
+
+def _identity_of(components: Components, record_id: str) -> PatientIdentity | None:
+    """Who the record belongs to, read before it is erased (None once it is gone)."""
+    try:
+        record = components.repos.archive.read(record_id)
+    except (NotFoundError, GoneError, RecordIntegrityError):
+        return None
+    return PatientIdentity(phone=record.wa_id, bsuid=record.bsuid)
+
+
+def _purge_exports_holding(components: Components, entry: IndexEntry, now: datetime) -> list[str]:
+    """Delete every live export zip that may hold the record (its date range includes the
+    record's day; when it was built is not compared, as Meta's timestamps and our clock may
+    disagree by seconds). Return their ids."""
+    exports = components.repos.exports
+    day = entry.submitted_at.astimezone(UTC).date()
+    purged = []
+    for export in exports.ready_before(now):
+        covers = (export.date_from is None or export.date_from <= day) and (
+            export.date_to is None or day <= export.date_to
+        )
+        if covers:
+            exports.delete_zip(export.object_name)
+            exports.mark_purged(export.export_id, now)
+            purged.append(export.export_id)
+    return purged
 
 
 @dataclass(frozen=True)

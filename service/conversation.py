@@ -22,7 +22,7 @@ from repositories.conversations import (
 from service.archive import erase_record
 from service.components import Components
 from service.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
-from service.flow.engine import advance, invite
+from service.flow.engine import ERASE, advance, invite
 from service.flow.model import ConversationState, Effect, Step
 from service.flow.questionnaire import load_questionnaire
 from service.identity import PatientIdentity
@@ -32,7 +32,6 @@ from service.whatsapp import (
     GraphError,
     OutsideWindowError,
     RejectedMessageError,
-    TokenExpiredError,
     addressed,
     reply_payload,
     template_payload,
@@ -47,7 +46,10 @@ logger = logging.getLogger(__name__)
 # until the lease ends (nobody can tell a dead holder from a slow one), then go with the next
 # message, Meta's redelivery or the flush task.
 _ROUND_BUDGET = timedelta(seconds=60)
-_MAX_SEND_ATTEMPTS = 12
+# Meta delivers a free-form message only within 24 hours of the patient's last message. A
+# reply is never given up for a number of failed attempts (an outage of any length would
+# otherwise throw away the patient's next question): only once it can no longer be delivered.
+SERVICE_WINDOW = timedelta(hours=24)
 _DRAFT_KEYS = (
     "answers",
     "history",
@@ -194,8 +196,13 @@ def _update_for(step: Step) -> ConversationUpdate:
     # identity as known then (a number may change while a reply waits).
     replies = [reply_payload(reply) for reply in step.replies]
     update = update_from_state(step.state, replies)
-    # A patient who stops gets the confirmation and nothing queued before it.
-    update.drop_outbox = step.state.status == "opted_out"
+    # A patient who stops gets the confirmation and nothing queued before it; so does one who
+    # asks for erasure (from the question on: their queued replies, a summary say, may repeat
+    # their answers; on "no, keep it" the bot asks its current question again).
+    erasing = step.state.pending_command == ERASE or any(
+        effect.kind == "erase_records" for effect in step.effects
+    )
+    update.drop_outbox = step.state.status == "opted_out" or erasing
     return update
 
 
@@ -226,7 +233,13 @@ def _apply_effect(
     if effect.kind == "erase_records":
         for record_id in effect.record_ids:
             try:
-                erase_record(components, record_id, actor="patient", reason="patient request")
+                erase_record(
+                    components,
+                    record_id,
+                    actor="patient",
+                    reason="patient request",
+                    clear_conversation=False,  # the new state, committed next, forgets it
+                )
             except NotFoundError:
                 logger.warning("record to erase not found", extra={"record_id": record_id})
     return None
@@ -299,9 +312,19 @@ def send_claimed(components: Components, claim: Claim) -> FlushReport:
         if datetime.now(UTC) - started > _ROUND_BUDGET:
             released = [SendResult(later.key) for later in items[index:]]
             break
-        result = _send_one(components, identity, item, reengaged)
+        result = _send_one(components, identity, item, reengaged, claim.last_inbound_at)
         if result.wamid is not None:
             components.failpoints.hit("conversation.after_send")  # Meta has it; not recorded
+        if result.drop:
+            logger.warning(
+                "reply dropped",
+                extra={
+                    "conversation": key[:12],
+                    "reason": result.reason,
+                    "graph_code": result.error_code,
+                    "attempts": item.attempts + 1,
+                },
+            )
         if result.wamid is not None or result.drop:
             conversations.settle_outbox(key, datetime.now(UTC), [item], [result])
             sent += 1 if result.wamid else 0
@@ -315,22 +338,40 @@ def send_claimed(components: Components, claim: Claim) -> FlushReport:
 
 
 def _send_one(
-    components: Components, identity: PatientIdentity, item: OutboxItem, reengaged: list[bool]
+    components: Components,
+    identity: PatientIdentity,
+    item: OutboxItem,
+    reengaged: list[bool],
+    last_inbound_at: datetime | None,
 ) -> SendResult:
     try:
         payload = addressed(item.payload, identity)
-        return SendResult(item.key, wamid=components.graph.send(payload).wamid)
+        wamid = components.graph.send(payload).wamid
+        return SendResult(item.key, wamid=wamid, attempted=True)
     except OutsideWindowError as error:
         if not reengaged[0]:  # one invitation back, however many replies were waiting
             _reengage(components, identity)
             reengaged[0] = True
-        return SendResult(item.key, error_code=error.code, drop=True)
+        return SendResult(
+            item.key, error_code=error.code, drop=True, attempted=True, reason="outside_window"
+        )
     except RejectedMessageError as error:
         logger.error("Graph API rejected a reply", extra={"graph_code": error.code})
-        return SendResult(item.key, error_code=error.code, drop=True)
+        return SendResult(
+            item.key, error_code=error.code, drop=True, attempted=True, reason="rejected"
+        )
     except GraphError as error:
-        give_up = item.attempts >= _MAX_SEND_ATTEMPTS and not isinstance(error, TokenExpiredError)
-        return SendResult(item.key, error_code=error.code or 0, drop=give_up)
+        # Kept however often it failed, until Meta could no longer deliver it anyway.
+        expired = last_inbound_at is not None and (
+            datetime.now(UTC) - last_inbound_at > SERVICE_WINDOW
+        )
+        return SendResult(
+            item.key,
+            error_code=error.code or 0,
+            drop=expired,
+            attempted=True,
+            reason="window_closed" if expired else None,
+        )
 
 
 def _reengage(components: Components, identity: PatientIdentity) -> None:

@@ -22,6 +22,8 @@ SUPPORT_FIELDS = (
     "outbox_pending",
     "failed_deliveries",
     "last_error",
+    "dropped_replies",
+    "last_drop",
     "record_id",
 )
 

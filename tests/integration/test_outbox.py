@@ -259,3 +259,71 @@ def test_a_send_that_times_out_after_meta_took_it_is_delivered_at_least_once(
     assert len(replies) == 4  # the three unanswered attempts and the acknowledged one
     assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
     assert all("name" in body_text(reply).lower() for reply in replies + patient.new_replies())
+
+
+def test_fifteen_minutes_of_graph_outage_loses_no_reply_that_could_still_be_delivered(
+    patient, fake_graph, components
+):
+    """Cloud Scheduler flushes once a minute: 15 failing flushes are 15 minutes of outage.
+    A reply is never given up for how often it failed, only once Meta could not deliver it."""
+    from service.conversation import flush_all_outboxes
+
+    patient.says("hello")
+    fake_graph.fail_next(3, status=503, code=2)  # the send inside the webhook request fails
+    assert patient.presses("language:en") == []
+    for _minute in range(15):
+        fake_graph.fail_next(3, status=503, code=2)  # every attempt of that flush fails too
+        assert flush_all_outboxes(components).failed == 1
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == 1 and not stored.get("dropped_replies")
+    assert stored["outbox"][0]["attempts"] == 16  # sends tried, not times it was claimed
+    assert flush_all_outboxes(components).sent == 1  # Meta is back
+    (reply,) = patient.new_replies()
+    assert "agree" in body_text(reply).lower()
+
+
+def test_a_reply_whose_window_closed_during_an_outage_is_dropped_counted_and_logged(
+    patient, fake_graph, components, caplog
+):
+    from datetime import UTC, datetime, timedelta
+
+    from service.conversation import flush_all_outboxes
+
+    patient.says("hello")
+    fake_graph.fail_next(3, status=503, code=2)
+    patient.presses("language:en")
+    key = components.repos.conversations.find(patient.wa_id)
+    long_ago = datetime.now(UTC) - timedelta(hours=25)  # the patient wrote 25 hours ago
+    components.repos.firestore.collection("conversations").document(key).update(
+        {"last_inbound_at": long_ago}
+    )
+    fake_graph.fail_next(3, status=503, code=2)
+    flush_all_outboxes(components)
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == 0
+    assert stored["dropped_replies"] == 1 and stored["last_drop"]["reason"] == "window_closed"
+    drops = [r for r in caplog.records if r.getMessage() == "reply dropped"]
+    assert [r.reason for r in drops] == ["window_closed"]
+
+
+def test_the_outbox_is_bounded_while_nothing_can_be_sent(patient, fake_graph, components):
+    """An expired token sends nothing for hours; the patient keeps writing. The document must
+    stay far below Firestore's 1 MiB, and the webhook must keep answering 200."""
+    from repositories.conversations import MAX_OUTBOX
+    from service.conversation import flush_all_outboxes
+
+    patient.starts_form()
+    fake_graph.expire_token()
+    for number in range(MAX_OUTBOX + 15):
+        patient.says(f"x{number}")  # each answer gets one reply (a re-ask or the next step)
+    stored = components.repos.conversations.raw(patient.wa_id)
+    assert stored["outbox_pending"] == MAX_OUTBOX
+    assert stored["dropped_replies"] == 15 and stored["last_drop"]["reason"] == "outbox_full"
+    assert len(repr(stored)) < 400_000
+    fake_graph.reset()
+    patient.seen = 0
+    patient.graph.customer_wrote(patient.wa_id)
+    for _ in range(3):
+        flush_all_outboxes(components)
+    assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 0
+    assert len(patient.new_replies()) == MAX_OUTBOX
