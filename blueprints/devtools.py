@@ -81,6 +81,16 @@ def _wa_id_arg() -> str:
     return simulator_service.patient_wa_id(request.args.get("wa_id"))
 
 
+def _patient_arg() -> simulator_service.SimulatedPatient:
+    return simulator_service.simulated_patient(
+        request.args.get("wa_id"), request.args.get("hide_number")
+    )
+
+
+def _patient_of(body: dict) -> simulator_service.SimulatedPatient:
+    return simulator_service.simulated_patient(body.get("wa_id"), body.get("hide_number"))
+
+
 @bp.post("/dev/graph/<version>/<phone_number_id>/messages")
 def graph_messages(version: str, phone_number_id: str):
     """The fake Graph API: answers as Meta does and keeps accepted messages for the page."""
@@ -98,7 +108,11 @@ def graph_messages(version: str, phone_number_id: str):
 @bp.get("/dev/chat")
 def chat_page():
     response = current_app.make_response(
-        render_template("devtools/chat.html", phone=request.args.get("phone") or DEFAULT_PATIENT)
+        render_template(
+            "devtools/chat.html",
+            phone=request.args.get("phone") or DEFAULT_PATIENT,
+            hide_number=request.args.get("hide_number") == "1",
+        )
     )
     response.headers["Content-Security-Policy"] = _PAGE_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -110,7 +124,7 @@ def chat_page():
 @bp.get("/dev/chat/patient")
 def patient():
     wa_id = simulator_service.patient_wa_id(request.args.get("phone"))
-    return jsonify({"wa_id": wa_id, "display": simulator_service.patient_display(wa_id)})
+    return jsonify(simulator_service.SimulatedPatient(wa_id).describe())
 
 
 @bp.get("/dev/chat/patients")
@@ -140,10 +154,10 @@ def messages():
 @bp.post("/dev/chat/send")
 def send():
     body = _json_body()
-    wa_id = simulator_service.patient_wa_id(body.get("wa_id"))
+    patient = _patient_of(body)
     message = simulator_service.patient_message(body)
     entry = simulator_service.send_patient_message(
-        current_components(), _simulator(), _own_base_url(), wa_id, message
+        current_components(), _simulator(), _own_base_url(), patient, message
     )
     return jsonify({"message": entry})
 
@@ -151,19 +165,19 @@ def send():
 @bp.post("/dev/chat/status")
 def status():
     body = _json_body()
-    wa_id = simulator_service.patient_wa_id(body.get("wa_id"))
+    patient = _patient_of(body)
     wamids = body.get("wamids")
     if not isinstance(wamids, list):
         raise InvalidInputError("wamids must be a list")
     result = simulator_service.post_statuses(
-        current_components(), _simulator(), _own_base_url(), wa_id, wamids, body.get("status")
+        current_components(), _simulator(), _own_base_url(), patient, wamids, body.get("status")
     )
     return jsonify(result)
 
 
 @bp.get("/dev/chat/conversation")
 def conversation():
-    return jsonify(simulator_service.support_view(current_components(), _wa_id_arg()))
+    return jsonify(simulator_service.support_view(current_components(), _patient_arg()))
 
 
 @bp.get("/dev/provider/password")

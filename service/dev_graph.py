@@ -3,7 +3,10 @@
 It answers `POST /{version}/{phone_number_id}/messages` as Meta does (token, phone number id,
 the body limits in `service.graph_rules`, which the tests' fake server shares, approved
 templates, the 24-hour customer-service window, 80 messages/s) and keeps what it accepted per
-patient, reduced to what the chat page shows. It does not model the per-recipient pair limit
+patient, reduced to what the chat page shows. Like Meta, it knows each simulated person by both
+their phone number and their business-scoped user id (BSUID): a message addressed by either
+(`to` or `recipient`) lands in the one chat of that person and is checked against the one
+24-hour window their messages opened. It does not model the per-recipient pair limit
 (131056): a developer chatting quickly would hit it and learn nothing from it; the tests' fake
 server covers it.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from service import graph_rules
 from service.config import Config
+from service.identity import is_phone
 
 _REPLY_KINDS = ("button_reply", "list_reply")
 _STATUS_ORDER = ("sent", "delivered", "read")
@@ -61,6 +65,8 @@ class GraphInbox:
         self._chats: dict[str, deque[dict[str, Any]]] = {}
         self._last_seq: dict[str, int] = {}
         self._last_inbound: dict[str, float] = {}
+        # BSUID -> the phone digits its person's chat is kept under, learned when they write.
+        self._people: dict[str, str] = {}
         self._sent_times: deque[float] = deque()
         self._wamids = 0
 
@@ -76,7 +82,7 @@ class GraphInbox:
         with self._lock:
             now = self._clock()
             try:
-                wa_id = self._check(config, version, phone_number_id, authorization, body, now)
+                person = self._check(config, version, phone_number_id, authorization, body, now)
             except _Refusal as refusal:
                 return refusal.answer
             assert isinstance(body, dict)  # _check guarantees a valid message object
@@ -84,7 +90,7 @@ class GraphInbox:
             # Like the test fake's: no phone number inside, so a logged wamid leaks nothing.
             wamid = f"wamid.DEV{self._wamids:06d}{secrets.token_hex(10).upper()}"
             self._sent_times.append(now)
-            self._append(wa_id, {"direction": "bot", "wamid": wamid, "status": "sent"}, body)
+            self._append(person, {"direction": "bot", "wamid": wamid, "status": "sent"}, body)
             return GraphAnswer(200, graph_rules.success_body(body, wamid))
 
     def _check(
@@ -96,8 +102,8 @@ class GraphInbox:
         body: object,
         now: float,
     ) -> str:
-        """Return the recipient (phone digits or BSUID), or raise the refusal Meta would
-        answer with."""
+        """Return the key of the person a message goes to (their phone digits, or the BSUID
+        of someone who never wrote), or raise the refusal Meta would answer with."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), config.meta_access_token.encode()
@@ -125,24 +131,36 @@ class GraphInbox:
         if violation is not None:
             raise _Refusal(400, violation.code, violation.details)
         assert isinstance(body, dict)
-        wa_id = graph_rules.recipient_of(body)
+        person = self._person(graph_rules.recipient_of(body))
         if body.get("type", "text") == "template":
             name, language = body["template"]["name"], body["template"]["language"]["code"]
             if name != config.whatsapp_start_template:
                 raise _Refusal(404, 132001, f"template name ({name}) does not exist in {language}")
         else:
-            wrote_at = self._last_inbound.get(wa_id)
+            wrote_at = self._last_inbound.get(person)
             if wrote_at is None or not 0 <= now - wrote_at < _SERVICE_WINDOW_SECONDS:
                 raise _Refusal(400, 131047, graph_rules.ERROR_DETAILS[131047])
         while self._sent_times and now - self._sent_times[0] >= 1.0:
             self._sent_times.popleft()
         if len(self._sent_times) >= _THROUGHPUT_PER_SECOND:
             raise _Refusal(429, 130429, graph_rules.ERROR_DETAILS[130429])
-        return wa_id
+        return person
 
-    def record_patient(self, wa_id: str, message: dict[str, Any]) -> dict[str, Any]:
-        """Keep a patient's message for the page; it opens the 24-hour window, as on Meta."""
+    def _person(self, address: str) -> str:
+        """Return the key a phone's digits or a BSUID is kept under (the lock is held)."""
+        return self._people.get(address, address)
+
+    def record_patient(
+        self, wa_id: str, message: dict[str, Any], user_id: str | None = None
+    ) -> dict[str, Any]:
+        """Keep a patient's message for the page; it opens the 24-hour window, as on Meta.
+
+        `user_id` is the patient's BSUID: from then on a message sent to it goes to this
+        patient's chat and window, as one sent to their phone number does.
+        """
         with self._lock:
+            if user_id is not None:
+                self._people[user_id] = wa_id
             self._last_inbound[wa_id] = self._clock()
             entry = {"direction": "patient", "message_id": message["id"], "webhook_status": None}
             return dict(self._append(wa_id, entry, message))
@@ -159,7 +177,7 @@ class GraphInbox:
         """Move bot messages forward to `status` (sent, delivered, read); never backwards."""
         updated = 0
         with self._lock:
-            for entry in self._chats.get(wa_id, ()):
+            for entry in self._chats.get(self._person(wa_id), ()):
                 if entry.get("wamid") in wamids and _STATUS_ORDER.index(
                     entry["status"]
                 ) < _STATUS_ORDER.index(status):
@@ -168,22 +186,26 @@ class GraphInbox:
         return updated
 
     def messages(self, wa_id: str, after: int = 0) -> list[dict[str, Any]]:
-        """Return copies of this patient's messages with a sequence number above `after`."""
+        """Return copies of this patient's messages with a sequence number above `after`; the
+        patient is named by their phone's digits or by a BSUID they wrote with."""
         with self._lock:
-            return [dict(entry) for entry in self._chats.get(wa_id, ()) if entry["seq"] > after]
+            chat = self._chats.get(self._person(wa_id), ())
+            return [dict(entry) for entry in chat if entry["seq"] > after]
 
     def statuses(self, wa_id: str) -> dict[str, str]:
         """Return each bot message's delivery status by wamid (the page refreshes its ticks)."""
         with self._lock:
             return {
                 entry["wamid"]: entry["status"]
-                for entry in self._chats.get(wa_id, ())
+                for entry in self._chats.get(self._person(wa_id), ())
                 if entry["direction"] == "bot"
             }
 
     def patients(self) -> list[str]:
+        """Return the phone digits of every simulated patient with a chat."""
         with self._lock:
-            return sorted(self._chats)
+            # A chat kept under a BSUID (a template to someone who never wrote) has no number.
+            return sorted(key for key in self._chats if is_phone(key))
 
     def _append(self, wa_id: str, entry: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         seq = self._last_seq.get(wa_id, 0) + 1

@@ -8,6 +8,9 @@ the chat page, the fake Graph endpoint and the webhook all meet in it.
 - The patient's side builds a Meta-shaped webhook payload, signs it with the app secret and
   posts it to this service's own webhook over HTTP, so the signature check, the transaction,
   the outbox and the sending all run exactly as they do for Meta.
+- A simulated patient is a phone number with a BSUID derived from it (`SimulatedPatient`).
+  Their messages carry both, as Meta's do since 2026, or only the BSUID and a username when
+  the patient hides their number; the service then answers them by `recipient`.
 - The support view is the conversation's plain fields only; the provider view calls the
   provider endpoints over HTTP with a development provider's token that never leaves this
   process.
@@ -15,9 +18,13 @@ the chat page, the fake Graph endpoint and the webhook all meet in it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -43,6 +50,10 @@ MAX_CHOICE_TITLE = 100
 REPLY_KINDS = ("button_reply", "list_reply")
 _SELF_CALL_TIMEOUT = 30.0
 _EXPORT_TIMEOUT = 300.0
+# Salts the hash a simulated BSUID is derived from; changing it renames every simulated patient.
+_BSUID_SALT = b"intake-simulator-bsuid:"
+_BSUID_REGION_FALLBACK = "US"
+_REGION = re.compile(r"[A-Z]{2}")  # a BSUID starts with an ISO 3166 country code
 
 
 class Simulator:
@@ -79,6 +90,69 @@ def patient_wa_id(phone: object) -> str:
         ) from None
 
 
+def hides_number(value: object) -> bool:
+    """Read the page's hide_number flag: a JSON boolean, or "1"/"0" in a query string."""
+    if value is None or value is False or value == "0":
+        return False
+    if value is True or value == "1":
+        return True
+    raise InvalidInputError("hide_number must be true or false (1 or 0 in a query string)")
+
+
+@dataclass(frozen=True, repr=False)
+class SimulatedPatient:
+    """A simulated WhatsApp user: a phone number, the BSUID and username Meta would give a
+    business for it, and whether they write under that username with their number hidden."""
+
+    wa_id: str
+    hides_number: bool = False
+
+    def __repr__(self) -> str:  # never the number: reprs end up in logs and tracebacks
+        return f"SimulatedPatient(<phone>, hides_number={self.hides_number})"
+
+    @property
+    def bsuid(self) -> str:
+        """Return the patient's BSUID: their number's region, a dot and 16 digits hashed from
+        the number, so a simulated person keeps it across page loads and restarts."""
+        number = phonenumbers.parse(f"+{self.wa_id}", None)
+        region = phonenumbers.region_code_for_number(number) or ""
+        # "001" names a non-geographic number (+800, +882…), "ZZ" an unknown region.
+        if region == phonenumbers.UNKNOWN_REGION or not _REGION.fullmatch(region):
+            region = _BSUID_REGION_FALLBACK
+        digits = 10**15 + int.from_bytes(self._digest[:8], "big") % (9 * 10**15)
+        return f"{region}.{digits}"
+
+    @property
+    def username(self) -> str:
+        """Return the username the patient writes under, from a hash: it gives nothing of the
+        number away."""
+        return "patient_" + base64.b32encode(self._digest[8:13]).decode().lower()
+
+    @property
+    def identity(self) -> PatientIdentity:
+        """Return who the webhook is told wrote: the BSUID, and the phone unless hidden."""
+        phone = None if self.hides_number else self.wa_id
+        return PatientIdentity(phone=phone, bsuid=self.bsuid)
+
+    @property
+    def _digest(self) -> bytes:
+        return hashlib.sha256(_BSUID_SALT + self.wa_id.encode()).digest()
+
+    def describe(self) -> dict[str, str]:
+        """Return what the page shows of this patient, and the key it names them by."""
+        return {
+            "wa_id": self.wa_id,
+            "display": patient_display(self.wa_id),
+            "user_id": self.bsuid,
+            "username": self.username,
+        }
+
+
+def simulated_patient(phone: object, hide_number: object = None) -> SimulatedPatient:
+    """Return the simulated patient of a typed number, hiding it when the page asks to."""
+    return SimulatedPatient(patient_wa_id(phone), hides_number(hide_number))
+
+
 def patient_display(wa_id: str) -> str:
     """Format a WhatsApp id the way a person writes the number: +34 612 34 56 78."""
     number = phonenumbers.parse(f"+{wa_id}", None)
@@ -107,40 +181,64 @@ def patient_message(request_body: object) -> dict[str, Any]:
 
 
 def send_patient_message(
-    components: Components, simulator: Simulator, base_url: str, wa_id: str, message: dict
+    components: Components,
+    simulator: Simulator,
+    base_url: str,
+    patient: SimulatedPatient,
+    message: dict,
 ) -> dict[str, Any]:
     """Post a patient's message to the service's own webhook, signed as Meta signs it."""
-    entry = simulator.inbox.record_patient(wa_id, message)
+    # Meta knows the number behind a username: its chat and window are the phone's.
+    entry = simulator.inbox.record_patient(patient.wa_id, message, user_id=patient.bsuid)
     config = components.config
     payload = payloads.envelope(
-        [payloads.message_value(wa_id, message, profile_name="Simulated patient")],
-        config.whatsapp_phone_number_id,
+        [patient_message_value(patient, message)], config.whatsapp_phone_number_id
     )
     status = _post_webhook(config, base_url, payload)
-    return simulator.inbox.settle_patient(wa_id, entry["seq"], status) or entry
+    return simulator.inbox.settle_patient(patient.wa_id, entry["seq"], status) or entry
+
+
+def patient_message_value(patient: SimulatedPatient, message: dict[str, Any]) -> dict[str, Any]:
+    """Return the `messages` change Meta sends for this patient's message: phone and BSUID,
+    or only the BSUID and the username when the patient hides their number."""
+    hidden = patient.hides_number
+    return payloads.message_value(
+        None if hidden else patient.wa_id,
+        message,
+        profile_name="Simulated patient",
+        user_id=patient.bsuid,
+        username=patient.username if hidden else None,
+    )
 
 
 def post_statuses(
     components: Components,
     simulator: Simulator,
     base_url: str,
-    wa_id: str,
+    patient: SimulatedPatient,
     wamids: list[str],
     status: str,
 ) -> dict[str, Any]:
-    """Post `delivered` or `read` updates for bot messages through the signed webhook."""
+    """Post `delivered` or `read` updates for bot messages through the signed webhook.
+
+    Each names the recipient by BSUID (recipient_user_id) and, unless the patient hides their
+    number, by phone (recipient_id) too.
+    """
     if status not in ("delivered", "read"):
         raise InvalidInputError("status must be delivered or read")
-    known = simulator.inbox.statuses(wa_id)
+    known = simulator.inbox.statuses(patient.wa_id)
     wamids = [wamid for wamid in wamids if isinstance(wamid, str) and wamid in known]
     if not wamids:
         return {"updated": 0, "webhook_status": None}
-    values = [payloads.status_value(wa_id, wamid, status) for wamid in wamids]
+    phone = None if patient.hides_number else patient.wa_id
+    values = [
+        payloads.status_value(phone, wamid, status, user_id=patient.bsuid) for wamid in wamids
+    ]
     config = components.config
     webhook_status = _post_webhook(
         config, base_url, payloads.envelope(values, config.whatsapp_phone_number_id)
     )
-    updated = simulator.inbox.mark(wa_id, wamids, status) if webhook_status == 200 else 0
+    updated = simulator.inbox.mark(patient.wa_id, wamids, status) if webhook_status == 200 else 0
     return {"updated": updated, "webhook_status": webhook_status}
 
 
@@ -161,10 +259,14 @@ def _post_webhook(config: Config, base_url: str, payload: dict[str, Any]) -> int
     return response.status_code
 
 
-def support_view(components: Components, wa_id: str) -> dict[str, Any]:
-    """Return what support staff see of a conversation: plain fields, never the answers."""
+def support_view(components: Components, patient: SimulatedPatient) -> dict[str, Any]:
+    """Return what support staff see of a conversation: plain fields, never the answers.
+
+    The conversation is looked up as the service knows the patient: by BSUID and phone, or
+    by BSUID alone for a patient who hides their number.
+    """
     try:
-        found = find_conversation(components, PatientIdentity(phone=wa_id))
+        found = find_conversation(components, patient.identity)
     except NotFoundError:
         return {"exists": False, "fields": {}}
     return {"exists": True, **found}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,17 @@ import requests
 from blueprints.devtools import simulator_of
 from service import payloads
 from service.app import create_app
+from service.config import Config
+from service.identity import BSUID_PATTERN, PatientIdentity
 from service.passwords import export_password, today_utc
+from service.simulator import (
+    WEBHOOK_PATH,
+    SimulatedPatient,
+    post_statuses,
+    send_patient_message,
+)
 from service.support import SUPPORT_FIELDS
+from service.webhook import parse_payload, signature_valid
 from tests.conftest import GRAPH_TOKEN, PHONE_NUMBER_ID, PROJECT_ID
 from tests.integration.servers import simulator_server
 from tests.unit.test_graph_rules import INVALID_BODIES, VALID_BODIES
@@ -27,6 +38,7 @@ AUTH = {"Authorization": f"Bearer {GRAPH_TOKEN}"}
 PATIENT = "+34 612 345 678"
 PATIENT_WA_ID = "34612345678"
 RULES_PATIENT_WA_ID = "15550100001"  # the `to` of the shared rule tables
+HIDDEN_WA_ID = "34622333444"  # a patient who writes under a username
 PHI = ["Maria Fernanda Lopez", "03/02/1980", "1980-02-03", "Calle Falsa", "Madrid", "diabetes"]
 
 
@@ -38,6 +50,13 @@ def text_body(to: str = PATIENT_WA_ID, body: str = "Hello from the bot") -> dict
         "type": "text",
         "text": {"body": body, "preview_url": False},
     }
+
+
+def text_to_user(recipient: str, body: str = "Hello from the bot") -> dict[str, Any]:
+    """A reply addressed as the service addresses a patient known only by their BSUID."""
+    reply = text_body(body=body)
+    del reply["to"]
+    return {**reply, "recipient": recipient}
 
 
 def without_trace(answer: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +158,30 @@ def test_an_accepted_reply_is_kept_for_the_chat_page(app, client):
     assert shown["statuses"] == {wamid: "sent"}
 
 
+def test_a_reply_addressed_by_bsuid_is_kept_in_the_chat_of_the_patient_who_wrote(app, client):
+    patient = SimulatedPatient(HIDDEN_WA_ID, hides_number=True)
+    simulator_of(app).inbox.record_patient(
+        patient.wa_id, payloads.text_message("hi"), user_id=patient.bsuid
+    )
+
+    by_user = client.post(GRAPH_PATH, json=text_to_user(patient.bsuid, "by BSUID"), headers=AUTH)
+    by_phone = client.post(GRAPH_PATH, json=text_body(HIDDEN_WA_ID, "by phone"), headers=AUTH)
+    stranger = SimulatedPatient("442079460958").bsuid
+    refused = client.post(GRAPH_PATH, json=text_to_user(stranger), headers=AUTH)
+
+    assert by_user.status_code == 200, by_user.get_json()
+    assert by_user.get_json()["contacts"] == [{"input": patient.bsuid, "user_id": patient.bsuid}]
+    assert by_phone.status_code == 200, by_phone.get_json()
+    shown = client.get(f"/dev/chat/messages?wa_id={HIDDEN_WA_ID}").get_json()["messages"]
+    assert [(entry["direction"], entry["text"]) for entry in shown] == [
+        ("patient", "hi"),
+        ("bot", "by BSUID"),
+        ("bot", "by phone"),
+    ]
+    # Outside the window of the person it names, a BSUID gets nothing free-form, as on Meta.
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (400, 131047)
+
+
 def test_the_fake_graph_endpoint_checks_token_phone_number_window_and_template(app, client):
     wrong_token = client.post(GRAPH_PATH, json=text_body(), headers={"Authorization": "Bearer x"})
     assert wrong_token.status_code == 401
@@ -186,6 +229,31 @@ def test_the_page_script_never_builds_html_from_text():
         assert sink not in script
 
 
+def test_the_page_has_a_labelled_toggle_to_hide_the_number(client):
+    shown = client.get("/dev/chat").get_data(as_text=True)
+    hidden = client.get("/dev/chat", query_string={"hide_number": "1"}).get_data(as_text=True)
+
+    assert '<label for="hide-number">Write with a WhatsApp username (hide my number)' in shown
+    assert 'type="checkbox"' in shown and "checked" not in shown
+    assert 'aria-describedby="hide-number-hint" checked>' in hidden
+
+
+def test_a_simulated_patient_keeps_one_bsuid_derived_from_their_number(client):
+    def patient(phone: str) -> dict[str, str]:
+        answer = client.get("/dev/chat/patient", query_string={"phone": phone})
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()
+
+    spanish = patient(PATIENT)
+
+    assert patient("34612345678") == spanish  # however the number is typed
+    assert BSUID_PATTERN.fullmatch(spanish["user_id"]) and spanish["user_id"].startswith("ES.")
+    assert patient("+44 20 7946 0958")["user_id"].startswith("GB.")
+    assert patient("+800 1234 5678")["user_id"].startswith("US.")  # no country: the fallback
+    assert patient("+34 699 111 222")["user_id"] != spanish["user_id"]
+    assert PATIENT_WA_ID[-4:] not in spanish["username"]
+
+
 def test_the_page_ships_no_provider_token(app, client, components):
     token = simulator_of(app).provider_token(components)
 
@@ -201,6 +269,7 @@ def test_the_page_ships_no_provider_token(app, client, components):
         ({"wa_id": PATIENT, "text": "x" * 4097}, "4096"),
         ({"wa_id": PATIENT, "reply": {"type": "carousel", "id": "a"}}, "button_reply"),
         ({"wa_id": PATIENT, "reply": {"type": "list_reply", "id": ""}}, "reply.id"),
+        ({"wa_id": PATIENT, "text": "hi", "hide_number": "yes"}, "hide_number"),
     ],
 )
 def test_a_malformed_message_from_the_page_is_refused(client, body, message):
@@ -213,6 +282,122 @@ def test_a_malformed_message_from_the_page_is_refused(client, body, message):
 def test_the_page_endpoints_take_json_only(client):
     answer = client.post("/dev/chat/send", data={"wa_id": PATIENT, "text": "hi"})
     assert answer.status_code == 400
+
+
+# -- what the page posts to the webhook -----------------------------------------------------
+
+
+Posted = tuple[str, str | None, bytes]  # path, X-Hub-Signature-256, body
+
+
+class _RecordingServer(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.received: list[Posted] = []
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    server: _RecordingServer
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, self.headers.get("X-Hub-Signature-256"), raw))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:  # keep pytest's output quiet
+        pass
+
+
+@pytest.fixture
+def webhook_recorder() -> Iterator[tuple[str, list[Posted]]]:
+    """A webhook that records what the simulator posts to it and answers 200."""
+    httpd = _RecordingServer()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def only_post(received: list[Posted], config: Config) -> tuple[dict, bytes]:
+    """Return the one change value posted (checked as signed for the webhook) and its bytes."""
+    [(path, signature, raw)] = received
+    assert path == WEBHOOK_PATH
+    assert signature_valid(config.whatsapp_app_secret, raw, signature)
+    return json.loads(raw)["entry"][0]["changes"][0]["value"], raw
+
+
+def test_a_patient_who_hides_their_number_writes_with_only_a_bsuid_and_username(
+    app, components, webhook_recorder
+):
+    base, received = webhook_recorder
+    patient = SimulatedPatient(HIDDEN_WA_ID, hides_number=True)
+
+    send_patient_message(
+        components, simulator_of(app), base, patient, payloads.text_message("hello")
+    )
+
+    value, raw = only_post(received, components.config)
+    [contact], [message] = value["contacts"], value["messages"]
+    assert contact == {
+        "profile": {"name": "Simulated patient", "username": patient.username},
+        "user_id": patient.bsuid,
+    }
+    assert message["from_user_id"] == patient.bsuid and "from" not in message
+    assert HIDDEN_WA_ID not in raw.decode() and PATIENT_WA_ID[2:] not in raw.decode()
+    assert parse_payload(raw).messages[0].identity == PatientIdentity(bsuid=patient.bsuid)
+
+
+def test_a_patient_who_shows_their_number_writes_with_phone_and_bsuid(
+    app, components, webhook_recorder
+):
+    base, received = webhook_recorder
+    patient = SimulatedPatient(HIDDEN_WA_ID)
+
+    send_patient_message(
+        components, simulator_of(app), base, patient, payloads.text_message("hello")
+    )
+
+    value, raw = only_post(received, components.config)
+    [contact], [message] = value["contacts"], value["messages"]
+    assert contact == {
+        "profile": {"name": "Simulated patient"},
+        "wa_id": HIDDEN_WA_ID,
+        "user_id": patient.bsuid,
+    }
+    assert (message["from"], message["from_user_id"]) == (HIDDEN_WA_ID, patient.bsuid)
+    assert parse_payload(raw).messages[0].identity == PatientIdentity(
+        phone=HIDDEN_WA_ID, bsuid=patient.bsuid
+    )
+
+
+@pytest.mark.parametrize("hides_number", [True, False], ids=["number hidden", "number shown"])
+def test_statuses_the_page_posts_name_the_recipient_as_meta_does(
+    app, client, components, webhook_recorder, hides_number
+):
+    base, received = webhook_recorder
+    patient = SimulatedPatient(HIDDEN_WA_ID, hides_number)
+    simulator_of(app).inbox.record_patient(
+        patient.wa_id, payloads.text_message("hi"), user_id=patient.bsuid
+    )
+    reply = client.post(GRAPH_PATH, json=text_to_user(patient.bsuid), headers=AUTH)
+    wamid = reply.get_json()["messages"][0]["id"]
+
+    result = post_statuses(components, simulator_of(app), base, patient, [wamid], "delivered")
+
+    assert result == {"updated": 1, "webhook_status": 200}
+    value, raw = only_post(received, components.config)
+    [status] = value["statuses"]
+    assert (status["id"], status["status"]) == (wamid, "delivered")
+    assert status["recipient_user_id"] == patient.bsuid
+    if hides_number:
+        assert "recipient_id" not in status and HIDDEN_WA_ID not in raw.decode()
+    else:
+        assert status["recipient_id"] == HIDDEN_WA_ID
 
 
 # -- the real path, through gunicorn ---------------------------------------------------------
@@ -316,6 +501,41 @@ def test_an_unknown_patient_has_an_empty_support_view(server):
     base, _ = server
     view = requests.get(f"{base}/dev/chat/conversation?wa_id=12025550143", timeout=10).json()
     assert view == {"exists": False, "fields": {}}
+
+
+def test_a_patient_who_hides_their_number_is_answered_by_bsuid_in_their_own_chat(
+    server, components
+):
+    base, log_path = server
+    patient = SimulatedPatient(HIDDEN_WA_ID, hides_number=True)
+
+    sent = send(base, HIDDEN_WA_ID, text="hello", hide_number=True)
+    shown = messages(base, HIDDEN_WA_ID, after=sent["seq"])["messages"]
+    send(base, HIDDEN_WA_ID, reply={"type": "button_reply", "id": "language:en", "title": "x"},
+         hide_number=True)  # fmt: skip
+
+    assert sent["webhook_status"] == 200
+    assert [button["title"] for button in shown[-1]["buttons"]] == ["English", "Español"]
+    conversations = components.repos.conversations
+    # The service never learned the number: its replies could only go by `recipient`.
+    assert conversations.find(PatientIdentity(phone=HIDDEN_WA_ID)) is None
+    stored = conversations.get(PatientIdentity(bsuid=patient.bsuid))
+    assert stored.fields["step"] == "consent"
+    assert stored.identity == PatientIdentity(bsuid=patient.bsuid)
+    wamids = list(messages(base, HIDDEN_WA_ID)["statuses"])
+    read = requests.post(
+        f"{base}/dev/chat/status",
+        json={"wa_id": HIDDEN_WA_ID, "wamids": wamids, "status": "read", "hide_number": True},
+        timeout=30,
+    )
+    assert read.json() == {"updated": len(wamids), "webhook_status": 200}
+    view = requests.get(
+        f"{base}/dev/chat/conversation?wa_id={HIDDEN_WA_ID}&hide_number=1", timeout=10
+    ).json()
+    assert (view["exists"], view["fields"]["step"]) == (True, "consent")
+    assert HIDDEN_WA_ID not in json.dumps(view)
+    log = log_path.read_text()
+    assert HIDDEN_WA_ID not in log and patient.bsuid not in log
 
 
 def test_the_page_never_holds_what_a_patient_typed(server):

@@ -1,6 +1,7 @@
 """The simulator in a real browser (Debian's chromium through Playwright): a patient completes
 the intake by typing and tapping, a second patient chats in another tab, and the provider panel
-exports the record into a zip that opens with the password the page shows.
+exports the record into a zip that opens with the password the page shows. Another patient
+hides their number behind a username and is answered by their BSUID.
 
 Screenshots go to tests/artifacts/ (git-ignored). Set UPDATE_DOCS_SCREENSHOT=1 to also refresh
 docs/simulator.png, the one the README shows.
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 import pyzipper
 
+from service.identity import PatientIdentity
+from service.simulator import SimulatedPatient
 from tests.integration.servers import simulator_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +195,59 @@ def test_a_newcomer_completes_an_intake_in_the_browser_and_exports_it(
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" or not DOCS_SCREENSHOT.exists():
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(ARTIFACTS / "simulator.png", DOCS_SCREENSHOT)
+
+
+def test_a_patient_who_hides_their_number_chats_under_a_username_in_the_browser(
+    config, components, browser, tmp_path: Path
+):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "gunicorn.log"
+    patient = SimulatedPatient("34622333444", hides_number=True)
+    # Every way the page could write the number (the + and the country code stripped too).
+    number_forms = ["+34 622 33 34 44", "622 33 34 44", "34622333444", "622333444"]
+    chat_name = f"@{patient.username} ({patient.bsuid})"
+    with simulator_server(config, log_path) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        ana = ChatTab(context.new_page())
+        page = ana.page
+        page.goto(f"{base}/dev/chat?phone=%2B34622333444")
+        ana.expect(page.locator("#chat-with")).to_have_text("+34 622 33 34 44")
+
+        toggle = page.get_by_label("Write with a WhatsApp username (hide my number)")
+        toggle.focus()
+        page.keyboard.press("Space")
+        ana.expect(toggle).to_be_checked()
+        ana.expect(page.locator("#chat-with")).to_have_text(chat_name)
+
+        ana.says("hello", "Which language")
+        ana.taps("English", "personal health information")
+        ana.taps("Yes, I agree", "full name")
+        ana.says("Ana Garcia Ruiz", "date of birth")
+        support = page.locator("#support-fields")
+        ana.expect(support.locator("[data-field=status]")).to_have_text("in_progress")
+        ana.expect(page.locator(".msg.bot .ticks.read").last).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "simulator-username.png"))
+        # The number field is the developer's control that picks the simulated person; nothing
+        # else on the page (chat, header, title, side panels, other fields) shows the number.
+        other_fields = page.locator("input:not(#patient-phone), textarea").evaluate_all(
+            "fields => fields.map((field) => field.value).join(' ')"
+        )
+        shown = " ".join([page.locator("body").inner_text(), page.title(), other_fields])
+        for form in number_forms:
+            assert form not in shown
+        assert f"@{patient.username}" in page.title()
+
+        # The same person on a fresh page load: same BSUID, same chat, still hidden.
+        page.reload()
+        ana.expect(page.locator("#chat-with")).to_have_text(chat_name)
+        ana.expect(toggle).to_be_checked()
+        ana.expect(ana.bot.last).to_contain_text("date of birth")
+        assert ana.errors == []
+        context.close()
+
+    conversations = components.repos.conversations
+    assert conversations.find(PatientIdentity(phone=patient.wa_id)) is None
+    assert conversations.find(PatientIdentity(bsuid=patient.bsuid)) is not None
+    log = log_path.read_text()
+    for secret in [*number_forms, patient.bsuid, "Ana Garcia"]:
+        assert secret not in log

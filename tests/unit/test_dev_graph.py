@@ -11,6 +11,8 @@ from service.dev_graph import GraphInbox, display
 CONFIG = Config(meta_access_token="token", whatsapp_phone_number_id="123")
 AUTH = "Bearer token"
 WA_ID = "34612345678"
+BSUID = "ES.1410018717833190"  # the same patient, as Meta names them to this business
+OTHER_BSUID = "GB.2410018717833191"
 
 
 class ManualClock:
@@ -23,6 +25,16 @@ class ManualClock:
 
 def text(body: str = "hi", to: str = WA_ID) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
+
+
+def text_to_user(body: str = "hi", recipient: str = BSUID) -> dict[str, Any]:
+    """A message addressed as the service addresses a patient known only by a BSUID."""
+    return {
+        "messaging_product": "whatsapp",
+        "recipient": recipient,
+        "type": "text",
+        "text": {"body": body},
+    }
 
 
 def answer(inbox: GraphInbox, body: object) -> tuple[int, int | None]:
@@ -72,6 +84,81 @@ def test_messages_are_numbered_per_patient_and_read_after_a_sequence_number():
     assert [entry["text"] for entry in inbox.messages(WA_ID)] == ["one", "two"]
     assert [entry["seq"] for entry in inbox.messages(WA_ID, after=1)] == [2]
     assert inbox.patients() == ["34612345678", "447911123456"]
+
+
+def test_a_patient_has_one_chat_whether_a_reply_is_addressed_by_phone_or_bsuid():
+    inbox = GraphInbox(ManualClock())
+    inbox.record_patient(WA_ID, payloads.text_message("hello"), user_id=BSUID)
+
+    by_user = inbox.answer(CONFIG, "v21.0", "123", AUTH, text_to_user("by BSUID"))
+    by_phone = inbox.answer(CONFIG, "v21.0", "123", AUTH, text("by phone"))
+
+    assert (by_user.status, by_phone.status) == (200, 200)
+    assert by_user.body["contacts"] == [{"input": BSUID, "user_id": BSUID}]
+    shown = inbox.messages(WA_ID)
+    assert [(entry["direction"], entry["text"]) for entry in shown] == [
+        ("patient", "hello"),
+        ("bot", "by BSUID"),
+        ("bot", "by phone"),
+    ]
+    assert [entry["seq"] for entry in shown] == [1, 2, 3]
+    assert inbox.messages(BSUID) == shown
+    wamid = by_user.body["messages"][0]["id"]
+    assert inbox.mark(BSUID, [wamid], "read") == 1
+    assert inbox.statuses(WA_ID)[wamid] == "read"
+    assert inbox.patients() == [WA_ID]
+
+
+def test_one_24_hour_window_covers_both_addresses_of_a_patient():
+    clock = ManualClock()
+    inbox = GraphInbox(clock)
+    inbox.record_patient(WA_ID, payloads.text_message("hello"), user_id=BSUID)
+
+    clock.now += 24 * 60 * 60 - 1
+    assert answer(inbox, text_to_user()) == (200, None)
+    assert answer(inbox, text()) == (200, None)
+    clock.now += 1
+    assert answer(inbox, text_to_user()) == (400, 131047)
+    assert answer(inbox, text()) == (400, 131047)
+    # Writing by username (BSUID only) reopens the window for the phone too: one person.
+    inbox.record_patient(WA_ID, payloads.text_message("back"), user_id=BSUID)
+    assert answer(inbox, text()) == (200, None)
+    assert answer(inbox, text_to_user()) == (200, None)
+
+
+def test_a_bsuid_that_never_wrote_gets_no_free_form_message():
+    inbox = GraphInbox(ManualClock())
+    inbox.record_patient(WA_ID, payloads.text_message("hello"), user_id=BSUID)
+
+    assert answer(inbox, text_to_user(recipient=OTHER_BSUID)) == (400, 131047)
+    assert inbox.messages(OTHER_BSUID) == []
+
+
+def test_a_message_with_neither_to_nor_recipient_is_refused():
+    inbox = GraphInbox(ManualClock())
+    inbox.record_patient(WA_ID, payloads.text_message("hello"), user_id=BSUID)
+    body = text()
+    del body["to"]
+
+    reply = inbox.answer(CONFIG, "v21.0", "123", AUTH, body)
+
+    assert (reply.status, reply.body["error"]["code"]) == (400, 100)
+    assert "recipient" in reply.body["error"]["error_data"]["details"]
+    assert [entry["direction"] for entry in inbox.messages(WA_ID)] == ["patient"]
+
+
+def test_a_template_to_a_bsuid_that_never_wrote_is_not_listed_as_a_phone_number():
+    inbox = GraphInbox(ManualClock())
+    template = {
+        "messaging_product": "whatsapp",
+        "recipient": OTHER_BSUID,
+        "type": "template",
+        "template": {"name": CONFIG.whatsapp_start_template, "language": {"code": "en"}},
+    }
+
+    assert answer(inbox, template) == (200, None)
+    assert [entry["kind"] for entry in inbox.messages(OTHER_BSUID)] == ["template"]
+    assert inbox.patients() == []
 
 
 def test_a_list_is_shown_with_its_sections_and_rows():

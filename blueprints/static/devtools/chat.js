@@ -12,6 +12,8 @@
 
   const state = {
     waId: null,
+    // The patient writes under a username: the bot is told their BSUID, never the number.
+    hideNumber: false,
     last: 0,
     bySeq: new Map(),
     unread: new Set(),
@@ -241,12 +243,17 @@
     state.pollTimer = setTimeout(poll, wait);
   }
 
+  // Who the page speaks for in requests that reach the webhook.
+  function sender() {
+    return { wa_id: state.waId, hide_number: state.hideNumber };
+  }
+
   // The patient's phone reports delivery at once, and reading while this tab is visible.
   function acknowledge(wamids) {
     if (!wamids.length) return;
-    const waId = state.waId;
+    const who = sender();
     for (const wamid of wamids) state.unread.add(wamid);
-    enqueue(() => api("POST", "/dev/chat/status", { wa_id: waId, wamids, status: "delivered" }))
+    enqueue(() => api("POST", "/dev/chat/status", { ...who, wamids, status: "delivered" }))
       .then(markRead)
       .catch((error) => showError("send-error", error));
   }
@@ -254,19 +261,21 @@
   function markRead() {
     if (document.hidden || !state.unread.size || !state.waId) return;
     const wamids = [...state.unread];
+    const who = sender();
     state.unread.clear();
     return enqueue(() =>
-      api("POST", "/dev/chat/status", { wa_id: state.waId, wamids, status: "read" }),
+      api("POST", "/dev/chat/status", { ...who, wamids, status: "read" }),
     ).then(() => schedulePoll(0));
   }
 
   function sendMessage(body) {
     const waId = state.waId;
     if (!waId) return Promise.resolve();
+    const who = sender();
     state.activeUntil = Date.now() + ACTIVE_FOR_MS;
     return enqueue(async () => {
       try {
-        const data = await api("POST", "/dev/chat/send", { wa_id: waId, ...body });
+        const data = await api("POST", "/dev/chat/send", { ...who, ...body });
         if (waId === state.waId) {
           upsert(data.message);
           scrollToEnd();
@@ -292,8 +301,12 @@
   async function refreshSupport() {
     const waId = state.waId;
     if (!waId) return;
+    const hidden = state.hideNumber ? "1" : "0";
     try {
-      const view = await api("GET", `/dev/chat/conversation?wa_id=${encodeURIComponent(waId)}`);
+      const view = await api(
+        "GET",
+        `/dev/chat/conversation?wa_id=${encodeURIComponent(waId)}&hide_number=${hidden}`,
+      );
       if (waId !== state.waId) return;
       for (const cell of document.querySelectorAll("#support-fields [data-field]")) {
         const name = cell.dataset.field;
@@ -329,19 +342,24 @@
       const patient = await api("GET", `/dev/chat/patient?phone=${encodeURIComponent(phone)}`);
       showError("patient-error", null);
       state.waId = patient.wa_id;
+      state.hideNumber = byId("hide-number").checked;
       state.last = 0;
       state.bySeq.clear();
       state.unread.clear();
+      // A patient who hides their number is shown as WhatsApp shows them: by username.
+      const shownAs = state.hideNumber ? `@${patient.username}` : patient.display;
       byId("patient-phone").value = patient.display;
-      byId("chat-with").textContent = patient.display;
+      byId("chat-with").textContent = state.hideNumber ? `${shownAs} (${patient.user_id})` : shownAs;
       const empty = element("p", "empty", null);
       empty.id = "empty-chat";
       empty.append(document.createTextNode("Say "), element("q", null, "hello"));
       empty.append(document.createTextNode(" to start the intake form."));
       byId("messages").replaceChildren(empty);
-      document.title = `${patient.display} · WhatsApp simulator`;
+      document.title = `${shownAs} · WhatsApp simulator`;
       const url = new URL(window.location.href);
       url.searchParams.set("phone", patient.display);
+      if (state.hideNumber) url.searchParams.set("hide_number", "1");
+      else url.searchParams.delete("hide_number");
       window.history.replaceState(null, "", url);
       refreshSupport();
       loadKnownPatients();
@@ -402,6 +420,8 @@
       openPatient(byId("patient-phone").value);
     });
     byId("random-patient").addEventListener("click", () => openPatient(randomPatient()));
+    // The same person, now writing the other way: their one chat is shown again.
+    byId("hide-number").addEventListener("change", () => openPatient(byId("patient-phone").value));
     const composer = byId("composer");
     const text = byId("composer-text");
     composer.addEventListener("submit", (event) => {
