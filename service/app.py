@@ -75,8 +75,7 @@ def create_app(config: Config | None = None, components: Components | None = Non
     # rule is added, since each rule copies these when it is bound).
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    # Cloud Run's front end is exactly one proxy hop: trust its X-Forwarded-For and -Proto only.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    _trust_configured_proxies(app, config.trusted_proxy_hops)
     app.config["SECRET_KEY"] = config.secret_key
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION_KEY] = components = components or build_components(config)
@@ -90,6 +89,19 @@ def create_app(config: Config | None = None, components: Components | None = Non
 
     app.cli.add_command(cli, name="intake")
     return app
+
+
+def _trust_configured_proxies(app: Flask, hops: int) -> None:
+    """Take the client address from X-Forwarded-For only when proxies are configured.
+
+    Without a proxy, anyone can send X-Forwarded-For: trusting it would let a caller choose
+    its own address (for the rate limiter, the audit log and the dev tools' loopback check).
+    With `hops` proxies (Cloud Run's front end is one), the entry the outermost trusted proxy
+    appended is the client; entries the caller sent itself are ignored. The scheme comes from
+    the nearest proxy's X-Forwarded-Proto, which it sets rather than appends to.
+    """
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
 
 
 def _load_keys_at_start(components: Components) -> None:

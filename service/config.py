@@ -54,12 +54,18 @@ _ENV_NAMES = {
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
     "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
     "failpoints": "INTAKE_FAILPOINTS",
+    "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
 }
-# Whole numbers of seconds: (smallest, largest) accepted.
-_SECONDS_RANGES = {
-    "export_link_ttl_seconds": (60, 7 * 24 * 3600),
-    "outbox_lease_seconds": (1, 3600),
+# Whole numbers: (smallest, largest, what they count) accepted.
+_WHOLE_NUMBER_RANGES = {
+    "export_link_ttl_seconds": (60, 7 * 24 * 3600, "seconds"),
+    "outbox_lease_seconds": (1, 3600, "seconds"),
+    "trusted_proxy_hops": (0, 5, "proxies"),
 }
+# Cloud Run sets K_SERVICE in every container it runs; nothing else here does.
+CLOUD_RUN_MARKER = "K_SERVICE"
+# Cloud Run's front end is one proxy hop that appends the caller's address to X-Forwarded-For.
+CLOUD_RUN_PROXY_HOPS = 1
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,9 @@ class Config:
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
     failpoints: str | None = None  # tests only: see service/failpoints.py
+    # Proxies in front of the app whose X-Forwarded-For/-Proto entries are trusted; 0 means the
+    # socket peer is the client and those headers are ignored (see service/app.py).
+    trusted_proxy_hops: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -101,16 +110,18 @@ class Config:
             if raw is None or raw.strip() == "":
                 continue
             raw = raw.strip()
-            if field in _SECONDS_RANGES:
-                smallest, largest = _SECONDS_RANGES[field]
+            if field in _WHOLE_NUMBER_RANGES:
+                smallest, largest, unit = _WHOLE_NUMBER_RANGES[field]
                 if not raw.isdigit() or not smallest <= int(raw) <= largest:
                     problems.append(
-                        f"{env_name} must be a whole number of seconds, {smallest} to {largest}"
+                        f"{env_name} must be a whole number of {unit}, {smallest} to {largest}"
                     )
                     continue
                 values[field] = int(raw)
             else:
                 values[field] = raw
+        if "trusted_proxy_hops" not in values and environ.get(CLOUD_RUN_MARKER):
+            values["trusted_proxy_hops"] = CLOUD_RUN_PROXY_HOPS
         if "failpoints" in values:
             problems += spec_problems(str(values["failpoints"]))
         app_env = values.get("app_env", "development")

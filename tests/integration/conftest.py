@@ -10,7 +10,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from service.app import create_app
 from service.components import Components, build_components, build_failure_limiter
-from service.config import Config
+from service.config import CLOUD_RUN_PROXY_HOPS, Config
 from service.devstack import LocalStack
 from tests.conftest import (
     BUCKET,
@@ -38,6 +38,9 @@ def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Co
         meta_access_token=GRAPH_TOKEN,
         whatsapp_phone_number_id=PHONE_NUMBER_ID,
         whatsapp_start_template=START_TEMPLATE,
+        # Requests arrive as through Cloud Run's front end: the rate-limit tests send the
+        # X-Forwarded-For it appends.
+        trusted_proxy_hops=CLOUD_RUN_PROXY_HOPS,
     )
 
 

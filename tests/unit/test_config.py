@@ -101,3 +101,25 @@ def test_components_refuse_failpoints_in_a_production_config_built_in_code():
     production = Config(app_env="production", failpoints="conversation.after_commit:kill")
     with pytest.raises(ConfigError, match="INTAKE_FAILPOINTS"):
         build_components(production)
+
+
+@pytest.mark.parametrize(
+    ("environment", "hops"),
+    [
+        ({}, 0),  # no proxy: X-Forwarded-For is ignored
+        ({"K_SERVICE": "intake"}, 1),  # Cloud Run's front end
+        ({"K_SERVICE": "intake", "TRUSTED_PROXY_HOPS": "2"}, 2),  # a load balancer in front
+        ({"K_SERVICE": "intake", "TRUSTED_PROXY_HOPS": "0"}, 0),
+        ({"TRUSTED_PROXY_HOPS": "1"}, 1),
+    ],
+)
+def test_proxy_hops_are_trusted_only_on_cloud_run_or_when_configured(environment, hops):
+    config = Config.from_env({"APP_ENV": "test", **environment})
+    assert config.trusted_proxy_hops == hops
+    assert Config.from_env(config.to_env()) == config
+
+
+@pytest.mark.parametrize("value", ["-1", "6", "one"])
+def test_a_malformed_proxy_hop_count_is_refused(value):
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS must be a whole number of proxies"):
+        Config.from_env({"TRUSTED_PROXY_HOPS": value})
