@@ -13,6 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from repositories.clients import DEPENDENCY_ERRORS, dependency_unavailable, is_refusal
 from service.components import EXTENSION_KEY, Components, build_components
 from service.config import Config
 from service.errors import RateLimitedError, ServiceError, UnavailableError
@@ -163,23 +164,34 @@ def _register_error_handlers(app: Flask) -> None:
     outage_lines = _OncePerInterval()
 
     @app.errorhandler(ServiceError)
-    def handle_service_error(error: ServiceError):
+    def handle_service_error(error: ServiceError, cause: Exception | None = None):
         if isinstance(error, UnavailableError):
             # An outage answers every request with 503 (Meta retries); one line a minute per
             # kind and route says so, with how many more were refused, not one per request.
-            repeats = outage_lines.admit(f"{type(error).__name__} {_route()}")
+            kind = type(cause or error).__name__
+            repeats = outage_lines.admit(f"{kind} {_route()}")
             if repeats is not None:
                 logger.error(
                     f"{type(error).__name__}: {error}",
                     extra={"route": _route(), "refused_since_last_line": repeats},
+                    # A refusal (a document over the size limit, access denied) is likelier
+                    # our bug than an outage: its line carries the traceback.
+                    exc_info=cause if cause is not None and is_refusal(cause) else None,
                 )
         elif error.status >= 500:
             # Integrity failures must be visible every time; their messages hold no PHI.
             logger.error(f"{type(error).__name__}: {error}", extra={"route": _route()})
         response = jsonify(_error_body(error.code, str(error)))
-        if isinstance(error, RateLimitedError):
+        if isinstance(error, (RateLimitedError, UnavailableError)):
             response.headers["Retry-After"] = str(error.retry_after)
         return response, error.status
+
+    def handle_dependency_error(error: Exception):
+        """Any Firestore or Storage failure that reached Flask: 503, never a 500 loop."""
+        return handle_service_error(dependency_unavailable(error), cause=error)
+
+    for error_class in DEPENDENCY_ERRORS:
+        app.register_error_handler(error_class, handle_dependency_error)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
