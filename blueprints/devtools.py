@@ -18,6 +18,8 @@ from service.simulator import Simulator
 EXTENSION_KEY = "devtools"
 DEFAULT_PATIENT = "+34 612 345 678"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_LOOPBACK_PEERS = ("127.0.0.1", "::1")
+_FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 # The page loads nothing from elsewhere and runs no inline script: what a patient types can
 # never run as code, even if a bug rendered it as HTML.
 _PAGE_POLICY = (
@@ -51,9 +53,24 @@ def _simulator() -> Simulator:
 @bp.before_request
 def _loopback_only() -> None:
     host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    # The Host header stops DNS rebinding; the peer address stops a remote client that sets it.
-    if host.lower() not in _LOCAL_HOSTS or request.remote_addr not in ("127.0.0.1", "::1"):
+    # The Host header stops DNS rebinding; the socket peer stops a remote client that sets it.
+    # A request that came through a proxy (it says so in a forwarding header) is not local,
+    # whichever address the proxy connected from.
+    forwarded = any(request.headers.get(name) for name in _FORWARDING_HEADERS)
+    if host.lower() not in _LOCAL_HOSTS or _socket_peer() not in _LOOPBACK_PEERS or forwarded:
         abort(403, "the dev tools answer only on localhost, 127.0.0.1 or [::1]")
+
+
+def _socket_peer() -> str | None:
+    """The address of the connection itself, before any ProxyFix read X-Forwarded-For.
+
+    `request.remote_addr` is whatever X-Forwarded-For said once a proxy is trusted, and a
+    remote caller can send `X-Forwarded-For: 127.0.0.1` itself.
+    """
+    original = request.environ.get("werkzeug.proxy_fix.orig")
+    if original is not None:
+        return original.get("REMOTE_ADDR")
+    return request.environ.get("REMOTE_ADDR")
 
 
 def _own_base_url() -> str:

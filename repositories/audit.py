@@ -7,6 +7,8 @@ from datetime import datetime
 
 from google.cloud import firestore
 
+from repositories.clients import FIRESTORE_CALL
+
 COLLECTION = "audit_events"
 
 
@@ -37,7 +39,8 @@ class AuditRepository:
                 "ip": event.ip,
                 "user_agent": event.user_agent,
                 "details": event.details,
-            }
+            },
+            **FIRESTORE_CALL,
         )
 
     def list(self, action: str | None = None, limit: int = 1000) -> list[AuditEvent]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from google.api_core import exceptions as google_exceptions
+from google.api_core.retry import Retry, if_exception_type
+from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.adapters import HTTPAdapter
+from requests.exceptions import RequestException
 
 from service.config import Config
 from service.errors import UnavailableError
@@ -22,12 +25,40 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+_NO_ANSWER = (*TRANSIENT_ERRORS, RequestException, auth_exceptions.TransportError)
+
+# Everything the Google clients and their transports raise when Firestore or Cloud Storage
+# fails or refuses: the transient errors above, and also refusals a caller cannot fix (a
+# document over Firestore's 1 MiB limit is InvalidArgument, an IAM change PermissionDenied),
+# and credentials that cannot be refreshed. service/app.py answers each with 503.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    google_exceptions.GoogleAPIError,
+    auth_exceptions.TransportError,
+    auth_exceptions.RefreshError,
+    RequestException,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 # The library's default retries for up to 120 s, holding a webhook (and Meta's retry clock)
 # that long when Storage is down. A bounded budget answers 503 within seconds instead; every
 # write we retry is guarded by a generation precondition, so a retry cannot overwrite.
 STORAGE_CALL = {"timeout": 10.0, "retry": DEFAULT_RETRY.with_timeout(10.0)}
+# An upload may take longer than a read to answer (a large export zip); its retries still end
+# within seconds when Storage is down.
+STORAGE_UPLOAD_CALL = {"timeout": (10.0, 120.0), "retry": DEFAULT_RETRY.with_timeout(10.0)}
+# The library's default Firestore retries last up to 300 s; a request waiting on one (a
+# provider's token lookup, an audit event) answers 503 within seconds instead.
+FIRESTORE_CALL = {
+    "timeout": 5.0,
+    "retry": Retry(
+        predicate=if_exception_type(
+            google_exceptions.ServiceUnavailable, google_exceptions.DeadlineExceeded
+        ),
+        timeout=5.0,
+    ),
+}
 
 
 def make_firestore_client(config: Config) -> firestore.Client:
@@ -61,3 +92,21 @@ def make_storage_client(config: Config) -> storage.Client:
 def unavailable(what: str, error: Exception) -> UnavailableError:
     """Translate a transport error into the service's 503 error, naming the dependency."""
     return UnavailableError(f"{what} is unavailable ({type(error).__name__})")
+
+
+def is_refusal(error: Exception) -> bool:
+    """Tell a request the dependency refused (and will refuse again) from one it never answered."""
+    return not isinstance(error, _NO_ANSWER)
+
+
+def dependency_unavailable(error: Exception) -> UnavailableError:
+    """Translate any of DEPENDENCY_ERRORS that escaped a repository into the service's 503.
+
+    The message names the error's type only: a Google error's text can quote a document path
+    or a request, which has no place in an answer.
+    """
+    if not is_refusal(error):
+        return unavailable("Firestore or Cloud Storage", error)
+    return UnavailableError(
+        f"Firestore or Cloud Storage refused the request ({type(error).__name__})"
+    )

@@ -16,7 +16,13 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 from requests.exceptions import RequestException
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import (
+    FIRESTORE_CALL,
+    STORAGE_CALL,
+    STORAGE_UPLOAD_CALL,
+    TRANSIENT_ERRORS,
+    unavailable,
+)
 from service.errors import ConflictError
 
 COLLECTION = "exports"
@@ -66,7 +72,10 @@ class ExportRepository:
         blob = self._bucket.blob(object_name)
         try:
             blob.upload_from_filename(
-                str(path), content_type="application/zip", if_generation_match=0
+                str(path),
+                content_type="application/zip",
+                if_generation_match=0,
+                **STORAGE_UPLOAD_CALL,
             )
         except google_exceptions.PreconditionFailed:
             raise ConflictError(f"export {export_id} already exists") from None
@@ -76,7 +85,7 @@ class ExportRepository:
 
     def create(self, entry: ExportEntry) -> None:
         try:
-            self._collection.document(entry.export_id).create(_fields(entry))
+            self._collection.document(entry.export_id).create(_fields(entry), **FIRESTORE_CALL)
         except google_exceptions.AlreadyExists:
             raise ConflictError(f"export {entry.export_id} already exists") from None
         except TRANSIENT_ERRORS as error:
@@ -84,7 +93,7 @@ class ExportRepository:
 
     def get(self, export_id: str) -> ExportEntry | None:
         try:
-            snapshot = self._collection.document(export_id).get()
+            snapshot = self._collection.document(export_id).get(**FIRESTORE_CALL)
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
         return _entry(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
@@ -92,7 +101,7 @@ class ExportRepository:
     def open_zip(self, object_name: str) -> ZipStream | None:
         """Return the stored zip as a stream of chunks, or None when it is gone."""
         try:
-            blob = self._bucket.get_blob(object_name)
+            blob = self._bucket.get_blob(object_name, **STORAGE_CALL)
         except _STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         if blob is None:

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from google.cloud import firestore
 
+from repositories.clients import FIRESTORE_CALL
+
 COLLECTION = "providers"
 
 
@@ -40,7 +42,7 @@ class ProviderRepository:
         )
 
     def get(self, provider_id: str) -> Provider | None:
-        snapshot = self._collection.document(provider_id).get()
+        snapshot = self._collection.document(provider_id).get(**FIRESTORE_CALL)
         if not snapshot.exists:
             return None
         return _provider(snapshot.id, snapshot.to_dict())

@@ -13,6 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from repositories.clients import DEPENDENCY_ERRORS, dependency_unavailable, is_refusal
 from service.components import EXTENSION_KEY, Components, build_components
 from service.config import Config
 from service.errors import RateLimitedError, ServiceError, UnavailableError
@@ -75,8 +76,7 @@ def create_app(config: Config | None = None, components: Components | None = Non
     # rule is added, since each rule copies these when it is bound).
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    # Cloud Run's front end is exactly one proxy hop: trust its X-Forwarded-For and -Proto only.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    _trust_configured_proxies(app, config.trusted_proxy_hops)
     app.config["SECRET_KEY"] = config.secret_key
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION_KEY] = components = components or build_components(config)
@@ -90,6 +90,19 @@ def create_app(config: Config | None = None, components: Components | None = Non
 
     app.cli.add_command(cli, name="intake")
     return app
+
+
+def _trust_configured_proxies(app: Flask, hops: int) -> None:
+    """Take the client address from X-Forwarded-For only when proxies are configured.
+
+    Without a proxy, anyone can send X-Forwarded-For: trusting it would let a caller choose
+    its own address (for the rate limiter, the audit log and the dev tools' loopback check).
+    With `hops` proxies (Cloud Run's front end is one), the entry the outermost trusted proxy
+    appended is the client; entries the caller sent itself are ignored. The scheme comes from
+    the nearest proxy's X-Forwarded-Proto, which it sets rather than appends to.
+    """
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
 
 
 def _load_keys_at_start(components: Components) -> None:
@@ -151,23 +164,34 @@ def _register_error_handlers(app: Flask) -> None:
     outage_lines = _OncePerInterval()
 
     @app.errorhandler(ServiceError)
-    def handle_service_error(error: ServiceError):
+    def handle_service_error(error: ServiceError, cause: Exception | None = None):
         if isinstance(error, UnavailableError):
             # An outage answers every request with 503 (Meta retries); one line a minute per
             # kind and route says so, with how many more were refused, not one per request.
-            repeats = outage_lines.admit(f"{type(error).__name__} {_route()}")
+            kind = type(cause or error).__name__
+            repeats = outage_lines.admit(f"{kind} {_route()}")
             if repeats is not None:
                 logger.error(
                     f"{type(error).__name__}: {error}",
                     extra={"route": _route(), "refused_since_last_line": repeats},
+                    # A refusal (a document over the size limit, access denied) is likelier
+                    # our bug than an outage: its line carries the traceback.
+                    exc_info=cause if cause is not None and is_refusal(cause) else None,
                 )
         elif error.status >= 500:
             # Integrity failures must be visible every time; their messages hold no PHI.
             logger.error(f"{type(error).__name__}: {error}", extra={"route": _route()})
         response = jsonify(_error_body(error.code, str(error)))
-        if isinstance(error, RateLimitedError):
+        if isinstance(error, (RateLimitedError, UnavailableError)):
             response.headers["Retry-After"] = str(error.retry_after)
         return response, error.status
+
+    def handle_dependency_error(error: Exception):
+        """Any Firestore or Storage failure that reached Flask: 503, never a 500 loop."""
+        return handle_service_error(dependency_unavailable(error), cause=error)
+
+    for error_class in DEPENDENCY_ERRORS:
+        app.register_error_handler(error_class, handle_dependency_error)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import click
@@ -14,8 +16,10 @@ from service import archive as archive_service
 from service import exports as export_service
 from service import providers as provider_service
 from service import support as support_service
-from service.components import EXTENSION_KEY, Components
+from service.components import EXTENSION_KEY, Components, build_components
+from service.config import Config, generate_secrets
 from service.errors import ConfigError, ServiceError
+from service.logging import configure_logging
 from service.passwords import export_password, today_utc
 
 # Errors an operator can act on: printed as one line, exit status 1, no traceback.
@@ -30,10 +34,32 @@ class _OperatorGroup(click.Group):
             raise click.ClickException(str(error)) from error
 
 
+class ComponentsFromEnvironment:
+    """Build the components from the environment when a command first needs them.
+
+    `secrets generate` needs none, and must work before any secret is set (a production
+    environment without its secrets is refused by Config.from_env).
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._built: Components | None = None
+
+    def get(self) -> Components:
+        if self._built is None:
+            config = Config.from_env(self._environ)
+            # Logs go to stderr so a command's own output (a token, a password) stays clean.
+            configure_logging(config.project_id, stream=sys.stderr)
+            self._built = build_components(config)
+        return self._built
+
+
 def _components(ctx: click.Context) -> Components:
     root = ctx.find_root()
     if isinstance(root.obj, Components):
         return root.obj
+    if isinstance(root.obj, ComponentsFromEnvironment):
+        return root.obj.get()
     if has_app_context():
         return current_app.extensions[EXTENSION_KEY]
     if isinstance(root.obj, ScriptInfo):
@@ -43,7 +69,8 @@ def _components(ctx: click.Context) -> Components:
 
 @click.group(cls=_OperatorGroup)
 def cli() -> None:
-    """Operate the intake service: migrations, provider accounts, keys, records, exports."""
+    """Operate the intake service: migrations, provider accounts, keys, records, exports,
+    secrets."""
 
 
 @cli.command()
@@ -198,6 +225,23 @@ def exports_purge(ctx: click.Context, older_than_hours: int) -> None:
         _components(ctx), older_than=timedelta(hours=older_than_hours)
     )
     click.echo(f"purged: {report.exports}  orphans deleted: {report.orphans}")
+
+
+@cli.group("secrets", cls=_OperatorGroup)
+def secrets_group() -> None:
+    """Generate the secrets an operator chooses."""
+
+
+@secrets_group.command("generate")
+def secrets_generate() -> None:
+    """Print fresh SECRET_KEY, ZIP_PASSWORD and WHATSAPP_VERIFY_TOKEN values as NAME=value."""
+    for name, value in generate_secrets().items():
+        click.echo(f"{name}={value}")
+    click.echo(
+        "META_ACCESS_TOKEN and WHATSAPP_APP_SECRET are issued by Meta; enter "
+        "WHATSAPP_VERIFY_TOKEN in Meta's webhook settings too",
+        err=True,
+    )
 
 
 @cli.group(cls=_OperatorGroup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,7 @@ from service.errors import ConfigError, KeysetMissingError
 from service.failpoints import Failpoints
 from service.kms import KmsAead, make_kms_client
 from service.ratelimit import SharedFailureLimiter
+from service.readiness import CachedProbe
 from service.whatsapp import GraphClient
 
 if TYPE_CHECKING:
@@ -36,13 +39,19 @@ class Components:
     # across every instance and worker (counted in Firestore `rate_limits`).
     auth_failures: SharedFailureLimiter
     download_failures: SharedFailureLimiter
+    # Firestore and Storage probed over the network at most once per few seconds per process.
+    backend_readiness: CachedProbe
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
 
     def readiness(self) -> dict[str, str | None]:
-        """Return each dependency's problem, or None where it answers."""
+        """Return each dependency's problem, or None where it answers.
+
+        The key material and the Graph token are read from memory on every call (the keys
+        retry a failed load at most every few seconds on their own), so a token that works
+        again or a keyset just loaded shows at once; only the network probes are cached.
+        """
         return {
-            "firestore": self.repos.firestore_ready(),
-            "storage": self.repos.storage_ready(),
+            **self.backend_readiness.check(),
             "keys": self.keys.ready(),
             "graph": self.graph.ready(),
         }
@@ -64,8 +73,20 @@ def build_components(config: Config) -> Components:
         graph=graph,
         auth_failures=build_failure_limiter(config, repos, "auth"),
         download_failures=build_failure_limiter(config, repos, "download"),
+        backend_readiness=build_backend_readiness(repos),
         failpoints=Failpoints(config.failpoints),
     )
+
+
+def build_backend_readiness(
+    repos: Repositories, clock: Callable[[], float] = time.monotonic
+) -> CachedProbe:
+    """Return the cached probe of Firestore and the archive bucket."""
+
+    def probe() -> dict[str, str | None]:
+        return {"firestore": repos.firestore_ready(), "storage": repos.storage_ready()}
+
+    return CachedProbe(probe, clock)
 
 
 def build_failure_limiter(config: Config, repos: Repositories, scope: str) -> SharedFailureLimiter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,14 @@ DEV_SECRETS = {
     "meta_access_token": "dev-access-token",
     "pseudonym_key": "dev-pseudonym-key-not-for-production-0000",
 }
+# The secrets (each is refused in production when guessable or equal to another one). Only the
+# first three are ours to choose; Meta issues the app secret and the access token.
+GENERATED_SECRETS = ("secret_key", "zip_password", "whatsapp_verify_token", "pseudonym_key")
+SECRET_FIELDS = (*GENERATED_SECRETS, "whatsapp_app_secret", "meta_access_token")
+# A guessable secret has few different characters or repeats a shorter piece ("aaaa…",
+# "abab…", "changeme-changeme-…"). A random value passes: 16 random hex digits hold fewer
+# than 6 different ones about 4 times in 100,000, longer or wider values practically never.
+MIN_DISTINCT_SECRET_CHARACTERS = 6
 _MIN_SECRET_LENGTH = {
     "secret_key": 32,
     "zip_password": 16,
@@ -57,12 +66,18 @@ _ENV_NAMES = {
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
     "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
     "failpoints": "INTAKE_FAILPOINTS",
+    "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
 }
-# Whole numbers of seconds: (smallest, largest) accepted.
-_SECONDS_RANGES = {
-    "export_link_ttl_seconds": (60, 7 * 24 * 3600),
-    "outbox_lease_seconds": (1, 3600),
+# Whole numbers: (smallest, largest, what they count) accepted.
+_WHOLE_NUMBER_RANGES = {
+    "export_link_ttl_seconds": (60, 7 * 24 * 3600, "seconds"),
+    "outbox_lease_seconds": (1, 3600, "seconds"),
+    "trusted_proxy_hops": (0, 5, "proxies"),
 }
+# Cloud Run sets K_SERVICE in every container it runs; nothing else here does.
+CLOUD_RUN_MARKER = "K_SERVICE"
+# Cloud Run's front end is one proxy hop that appends the caller's address to X-Forwarded-For.
+CLOUD_RUN_PROXY_HOPS = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,9 @@ class Config:
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
     failpoints: str | None = None  # tests only: see service/failpoints.py
+    # Proxies in front of the app whose X-Forwarded-For/-Proto entries are trusted; 0 means the
+    # socket peer is the client and those headers are ignored (see service/app.py).
+    trusted_proxy_hops: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -107,19 +125,27 @@ class Config:
             if raw is None or raw.strip() == "":
                 continue
             raw = raw.strip()
-            if field in _SECONDS_RANGES:
-                smallest, largest = _SECONDS_RANGES[field]
+            if field in _WHOLE_NUMBER_RANGES:
+                smallest, largest, unit = _WHOLE_NUMBER_RANGES[field]
                 if not raw.isdigit() or not smallest <= int(raw) <= largest:
                     problems.append(
-                        f"{env_name} must be a whole number of seconds, {smallest} to {largest}"
+                        f"{env_name} must be a whole number of {unit}, {smallest} to {largest}"
                     )
                     continue
                 values[field] = int(raw)
             else:
                 values[field] = raw
+        if "trusted_proxy_hops" not in values and environ.get(CLOUD_RUN_MARKER):
+            values["trusted_proxy_hops"] = CLOUD_RUN_PROXY_HOPS
         if "failpoints" in values:
             problems += spec_problems(str(values["failpoints"]))
         app_env = values.get("app_env", "development")
+        if app_env == "development" and environ.get(CLOUD_RUN_MARKER):
+            # Development defaults are published secrets and the dev tools: never on Cloud Run.
+            problems.append(
+                f"APP_ENV is {'development' if 'app_env' in values else 'unset'} in a Cloud Run "
+                f"container ({CLOUD_RUN_MARKER} is set): set APP_ENV=production"
+            )
         if app_env not in APP_ENVS:
             problems.append(f"APP_ENV must be one of {', '.join(APP_ENVS)}")
             values.pop("app_env")
@@ -160,6 +186,7 @@ def _production_problems(values: dict[str, object]) -> list[str]:
     for field, dev_value in DEV_SECRETS.items():
         if values.get(field) == dev_value:
             problems.append(f"{_ENV_NAMES[field]} holds the published development value")
+    problems += _secret_problems(values)
     for field in (
         "local_keyset_path",
         "firestore_emulator_host",
@@ -184,3 +211,62 @@ def _production_problems(values: dict[str, object]) -> list[str]:
     if isinstance(graph_api_url, str) and not graph_api_url.startswith("https://"):
         problems.append("GRAPH_API_URL must be an https:// URL in production")
     return problems
+
+
+def secret_weakness(value: str) -> str | None:
+    """Return why a secret is guessable, or None; the reason never quotes the value."""
+    if len(set(value)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        return f"has fewer than {MIN_DISTINCT_SECRET_CHARACTERS} different characters"
+    if _shortest_period(value) <= len(value) // 2:
+        return "repeats a shorter piece"
+    return None
+
+
+def _shortest_period(value: str) -> int:
+    """Return the smallest p with value[i] == value[i + p] for every i (Knuth-Morris-Pratt)."""
+    border = [0] * len(value)
+    for index in range(1, len(value)):
+        length = border[index - 1]
+        while length and value[index] != value[length]:
+            length = border[length - 1]
+        border[index] = length + (value[index] == value[length])
+    return len(value) - (border[-1] if value else 0)
+
+
+def _secret_problems(values: dict[str, object]) -> list[str]:
+    """Refuse guessable secrets, and any two secrets that are equal.
+
+    Equal secrets share their fate: a daily zip password cracked offline (its master is
+    ZIP_PASSWORD) would then also forge download links (SECRET_KEY), and so on.
+    """
+    problems = []
+    present = {
+        field: values[field] for field in SECRET_FIELDS if isinstance(values.get(field), str)
+    }
+    for field, value in present.items():
+        weakness = secret_weakness(str(value))
+        if weakness:
+            problems.append(
+                f"{_ENV_NAMES[field]} {weakness}: use `python -m service secrets generate`"
+            )
+    fields = list(present)
+    for position, field in enumerate(fields):
+        for other in fields[position + 1 :]:
+            if present[field] == present[other]:
+                problems.append(f"{_ENV_NAMES[field]} and {_ENV_NAMES[other]} must differ")
+    return problems
+
+
+def generate_secrets() -> dict[str, str]:
+    """Return fresh values for the secrets an operator chooses, by environment variable name."""
+    sizes = {  # random bytes
+        "secret_key": 48,
+        "zip_password": 32,
+        "whatsapp_verify_token": 24,
+        "pseudonym_key": 32,
+    }
+    while True:
+        generated = {field: secrets.token_urlsafe(sizes[field]) for field in GENERATED_SECRETS}
+        # A random value all but never fails the checks; drawing again makes it never.
+        if not _secret_problems(dict(generated)):
+            return {_ENV_NAMES[field]: value for field, value in generated.items()}

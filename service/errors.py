@@ -54,6 +54,8 @@ class UnavailableError(ServiceError):
 
     status = 503
     code = "unavailable"
+    # Sent as Retry-After: about the time a dependency call takes to give up (5 to 10 s).
+    retry_after = 10
 
 
 class KeysetMissingError(UnavailableError):

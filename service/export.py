@@ -6,7 +6,9 @@ records arrive, so memory does not grow with the number of records.
 Patients type the names, addresses, conditions and medications, so any value a spreadsheet
 would read as a formula is made inert (OWASP "CSV injection"): in CSV it is prefixed with
 `'`; in XLSX it is stored as a plain string cell with Excel's quote-prefix style, never as a
-formula, and its text is kept as typed.
+formula, and its text is kept as typed. An XLSX cell is never split again, so there only the
+start of the value matters; a CSV file may be split on other separators than ours, so there
+every piece after a separator is checked too (see `neutralise`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ SHEET_TITLE = "intakes"
 # What Excel, LibreOffice and Google Sheets may read as the start of a formula or a DDE
 # payload, with the full-width and small forms that East Asian input methods produce.
 _FORMULA_TRIGGERS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
+# Where a spreadsheet may split a CSV line into cells or rows: ours (","), the list separator
+# of locales whose decimal mark is "," (";"), tab and "|" (import dialogs offer both), and the
+# line breaks a differently-quoted reading turns into row ends.
+_CELL_SEPARATORS = frozenset(",;\t|\r\n")
 _COLUMN_WIDTHS = (18, 20, 28, 13, 8, 40, 40, 40, 17, 9, 20, 24)
 _DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
@@ -61,16 +67,45 @@ def is_formula_like(value: str) -> bool:
     for char in value:
         if char in _FORMULA_TRIGGERS:
             return True
-        # Spaces and invisible format characters (zero-width space, BOM) are skipped by some
-        # spreadsheets before they look for "=", so they do not hide a formula here either.
-        if not (char.isspace() or unicodedata.category(char) == "Cf"):
+        if not _is_blank(char):
             return False
     return False
 
 
 def neutralise(value: str) -> str:
-    """Return value made inert for CSV: prefixed with `'` when it could start a formula."""
-    return "'" + value if is_formula_like(value) else value
+    """Return value made inert for CSV: `'` before every piece that could start a formula.
+
+    A spreadsheet may split a CSV line on other characters than ours (Excel with a Spanish,
+    German or French locale splits on ";", tab-separated imports on tab), and a line break
+    inside a quoted field starts a new row when the quoting is read differently. Each piece
+    between such separators can then become a cell of its own, so each is checked: the value
+    itself is prefixed with `'` (as it always was); a later piece gets the `'` right before its
+    trigger, so the text reads as typed (`Calle Mayor 1; '=HYPERLINK(...)`). Blanks, invisible
+    characters and double quotes between a separator and the trigger do not hide it, since a
+    parser may strip them. A separator that is itself a trigger (tab, carriage return) is made
+    inert as the start of its piece and also starts the next one.
+    """
+    pieces: list[str] = []
+    at_piece_start, first_piece = True, True
+    for char in value:
+        if at_piece_start and char in _FORMULA_TRIGGERS:
+            if first_piece:
+                pieces.insert(0, "'")
+            else:
+                pieces.append("'")
+            at_piece_start = False
+        pieces.append(char)
+        if char in _CELL_SEPARATORS:
+            at_piece_start, first_piece = True, False
+        elif not (char == '"' or _is_blank(char)):
+            at_piece_start = False
+    return "".join(pieces)
+
+
+def _is_blank(char: str) -> bool:
+    # Spaces and invisible format characters (zero-width space, BOM) are skipped by some
+    # spreadsheets before they look for "=", so they do not hide a formula.
+    return char.isspace() or unicodedata.category(char) == "Cf"
 
 
 def text_values(record: IntakeRecord) -> list[str]:

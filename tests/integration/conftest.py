@@ -9,8 +9,13 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from service.app import create_app
-from service.components import Components, build_components, build_failure_limiter
-from service.config import Config
+from service.components import (
+    Components,
+    build_backend_readiness,
+    build_components,
+    build_failure_limiter,
+)
+from service.config import CLOUD_RUN_PROXY_HOPS, Config
 from service.devstack import LocalStack
 from tests.conftest import (
     BUCKET,
@@ -38,6 +43,9 @@ def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Co
         meta_access_token=GRAPH_TOKEN,
         whatsapp_phone_number_id=PHONE_NUMBER_ID,
         whatsapp_start_template=START_TEMPLATE,
+        # Requests arrive as through Cloud Run's front end: the rate-limit tests send the
+        # X-Forwarded-For it appends.
+        trusted_proxy_hops=CLOUD_RUN_PROXY_HOPS,
     )
 
 
@@ -70,6 +78,8 @@ def clean_data(
     components.download_failures = build_failure_limiter(
         components.config, components.repos, "download"
     )
+    # No readiness answer carried over from an earlier test (it is cached for seconds).
+    components.backend_readiness = build_backend_readiness(components.repos)
     fake_kms.set_unavailable(False)
     stack.clear_firestore(PROJECT_ID)
     components.repos.ensure_bucket()

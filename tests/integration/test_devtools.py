@@ -96,6 +96,34 @@ def test_the_dev_tools_answer_only_on_a_loopback_host(client):
     assert "localhost" in refused.get_json()["error"]["message"]
 
 
+SPOOFED_LOCAL = {"X-Forwarded-For": "127.0.0.1", "Host": "localhost"}
+
+
+@pytest.mark.parametrize("proxy_hops", [1, 0])
+def test_a_remote_peer_claiming_to_be_local_gets_403_and_signs_nothing(
+    components, fake_graph, proxy_hops
+):
+    """A remote caller sending `X-Forwarded-For: 127.0.0.1` and `Host: localhost` must not
+    reach the simulator, which signs webhooks as any patient it names."""
+    configured = dataclasses.replace(
+        components, config=components.config.replace(trusted_proxy_hops=proxy_hops)
+    )
+    client = create_app(components=configured).test_client()
+    remote = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}, "headers": SPOOFED_LOCAL}
+    assert client.get("/dev/chat", **remote).status_code == 403
+    sent = client.post("/dev/chat/send", json={"wa_id": PATIENT_WA_ID, "text": "hello"}, **remote)
+    assert sent.status_code == 403
+    assert client.post(GRAPH_PATH, json=text_body(), **remote).status_code == 403
+    assert list(components.repos.firestore.collection("conversations").stream()) == []
+    assert fake_graph.messages_to(PATIENT_WA_ID) == []
+
+
+def test_a_local_request_that_came_through_a_proxy_gets_403(client):
+    forwarded = client.get("/dev/chat", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert forwarded.status_code == 403
+    assert client.get("/dev/chat").status_code == 200
+
+
 # -- the fake Graph endpoint -----------------------------------------------------------------
 
 

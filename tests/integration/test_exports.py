@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import tempfile
@@ -302,9 +303,16 @@ def test_hostile_patient_text_is_inert_in_both_formats(client, components, heade
         assert row["name"] == "'" + value
         assert row["address"] == "'" + value + " street"
         assert row["medical_conditions"] == "'" + value
-        assert row["current_medications"] == "Aspirin; " + value  # starts harmlessly
+        # A list item is a cell of its own where Excel splits on ";": inert too, `'` before
+        # its trigger (after the item's own leading blanks).
+        blanks = len(value) - len(value.lstrip())
+        assert row["current_medications"] == "Aspirin; " + value[:blanks] + "'" + value[blanks:]
         for cell in row.values():
             assert not cell.lstrip().startswith(("=", "+", "-", "@", "\uff1d", "\uff20"))
+    # Read as Excel does in a locale whose list separator is ";".
+    semicolon_rows = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""), delimiter=";")
+    for cell in itertools.chain.from_iterable(semicolon_rows):
+        assert not cell.lstrip().startswith(("=", "+", "-", "@", "\uff1d", "\uff20"))
 
     _, _, content = export_and_fetch(client, headers, config, format="xlsx")
     for row, value in zip(xlsx_rows(content), HOSTILE, strict=True):  # xlsx_rows: no formulas

@@ -1,4 +1,10 @@
+import os
+import signal
+import time
+
+from service.components import build_backend_readiness
 from service.devstack import LocalStack
+from service.readiness import FAILING_FOR_SECONDS, READY_FOR_SECONDS
 from tests.integration.servers import eventually_ready
 
 
@@ -36,3 +42,27 @@ def test_readyz_names_storage_when_fake_gcs_is_down(client, stack: LocalStack):
         stack.gcs.start()
     # fake-gcs-server keeps buckets in memory: a restart loses them, as a new bucket would.
     assert client.get("/readyz").json["checks"]["storage"] == "bucket not found"
+
+
+def test_readyz_probes_the_backends_once_per_window(client, components, stack: LocalStack):
+    """Within the window a second /readyz reaches neither backend: with Firestore frozen it
+    still answers at once from the first probe; after the window it probes and sees it."""
+    clock = [0.0]
+    components.backend_readiness = build_backend_readiness(components.repos, lambda: clock[0])
+    assert client.get("/readyz").status_code == 200
+    emulator = stack.firestore.process
+    os.killpg(emulator.pid, signal.SIGSTOP)
+    try:
+        clock[0] = READY_FOR_SECONDS - 0.1
+        started = time.monotonic()
+        cached = client.get("/readyz")
+        assert cached.status_code == 200 and time.monotonic() - started < 1.0
+        clock[0] = READY_FOR_SECONDS + 0.1
+        probed = client.get("/readyz")
+        assert probed.status_code == 503 and probed.json["checks"]["firestore"] != "ok"
+        clock[0] += FAILING_FOR_SECONDS - 0.1
+        assert client.get("/readyz").status_code == 503  # a failure is cached too, shorter
+    finally:
+        os.killpg(emulator.pid, signal.SIGCONT)
+    components.backend_readiness = build_backend_readiness(components.repos)  # the real clock
+    assert eventually_ready(client)

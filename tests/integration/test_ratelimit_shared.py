@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -110,6 +111,23 @@ def test_spoofed_forwarded_hops_do_not_rotate_the_address_but_real_addresses_dif
     assert client.get("/exports/password", headers={**BAD, **from_client(99)}).status_code == 429
     elsewhere = from_client(0, client_ip="203.0.113.9")
     assert client.get("/exports/password", headers={**BAD, **elsewhere}).status_code == 401
+
+
+def test_without_a_configured_proxy_the_socket_peer_is_the_client_whatever_it_forwards(
+    components,
+):
+    direct = dataclasses.replace(components, config=components.config.replace(trusted_proxy_hops=0))
+    client = create_app(components=direct).test_client()
+    for index in range(LIMIT + 1):
+        forged = {"X-Forwarded-For": f"198.51.100.{index}", "X-Forwarded-Proto": "https"}
+        response = client.get(
+            "/exports/password",
+            headers={**BAD, **forged},
+            environ_base={"REMOTE_ADDR": "203.0.113.9"},
+        )
+    assert response.status_code == 429  # one address, however many it claimed
+    failures = audited(components, "provider.authenticate", "failure")
+    assert {event.ip for event in failures} == {"203.0.113.9"}
 
 
 def test_the_counter_holds_a_keyed_hash_and_every_refusal_but_no_address(client, components):

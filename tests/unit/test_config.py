@@ -1,6 +1,6 @@
 import pytest
 
-from service.config import DEV_SECRETS, Config
+from service.config import DEV_SECRETS, Config, generate_secrets, secret_weakness
 from service.errors import ConfigError
 
 PRODUCTION = {
@@ -9,14 +9,15 @@ PRODUCTION = {
     "ARCHIVE_BUCKET": "clinic-intake-archive",
     "META_ACCESS_TOKEN": "EAAG-a-real-looking-token",
     "WHATSAPP_PHONE_NUMBER_ID": "123456789012345",
-    "WHATSAPP_APP_SECRET": "0123456789abcdef0123456789abcdef",
+    "WHATSAPP_APP_SECRET": "3f9a1c7e5b2d8046a9e17c3b5d2f8e60",
     "WHATSAPP_VERIFY_TOKEN": "verify-token-long-enough",
     "WHATSAPP_START_TEMPLATE": "intake_start",
     "KMS_KEY_URI": "gcp-kms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
     "ZIP_PASSWORD": "a-long-zip-master-secret",
-    "SECRET_KEY": "s" * 48,
-    "PSEUDONYM_KEY": "p" * 48,
+    "SECRET_KEY": "k3Rj9vXq2LmW8tYp5ZsN0bHc7GfD4aUe6QwE1rTy",
+    "PSEUDONYM_KEY": "Pq7Ld2Xw9Nf4Kb8Rt1Vm6Hs3Jy5Gc0Ze",
 }
+STRONG = "Zq8Vn2Lk5Wc9Xr3Tb7Ym1Hd6Jf4Gs0PaQe"  # 34 characters, a stand-in for a random secret
 
 
 def test_development_starts_with_no_environment_at_all():
@@ -102,3 +103,95 @@ def test_components_refuse_failpoints_in_a_production_config_built_in_code():
     production = Config(app_env="production", failpoints="conversation.after_commit:kill")
     with pytest.raises(ConfigError, match="INTAKE_FAILPOINTS"):
         build_components(production)
+
+
+@pytest.mark.parametrize(
+    ("environment", "hops"),
+    [
+        ({}, 0),  # no proxy: X-Forwarded-For is ignored
+        ({"K_SERVICE": "intake"}, 1),  # Cloud Run's front end
+        ({"K_SERVICE": "intake", "TRUSTED_PROXY_HOPS": "2"}, 2),  # a load balancer in front
+        ({"K_SERVICE": "intake", "TRUSTED_PROXY_HOPS": "0"}, 0),
+        ({"TRUSTED_PROXY_HOPS": "1"}, 1),
+    ],
+)
+def test_proxy_hops_are_trusted_only_on_cloud_run_or_when_configured(environment, hops):
+    config = Config.from_env({"APP_ENV": "test", **environment})
+    assert config.trusted_proxy_hops == hops
+    assert Config.from_env(config.to_env()) == config
+
+
+@pytest.mark.parametrize("value", ["-1", "6", "one"])
+def test_a_malformed_proxy_hop_count_is_refused(value):
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS must be a whole number of proxies"):
+        Config.from_env({"TRUSTED_PROXY_HOPS": value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("ZIP_PASSWORD", "a" * 16, "ZIP_PASSWORD has fewer than 6 different characters"),
+        ("SECRET_KEY", "a" * 32, "SECRET_KEY has fewer than 6 different characters"),
+        ("SECRET_KEY", "ab" * 24, "SECRET_KEY has fewer than 6 different"),
+        ("SECRET_KEY", "abcdefgh" * 4, "SECRET_KEY repeats a shorter piece"),
+        ("ZIP_PASSWORD", "changeme-changeme-changeme", "ZIP_PASSWORD repeats a shorter piece"),
+        ("WHATSAPP_VERIFY_TOKEN", "111111222222", "WHATSAPP_VERIFY_TOKEN has fewer than 6"),
+        ("WHATSAPP_APP_SECRET", "0" * 32, "WHATSAPP_APP_SECRET has fewer than 6"),
+        ("META_ACCESS_TOKEN", "x" * 40, "META_ACCESS_TOKEN has fewer than 6"),
+    ],
+)
+def test_production_refuses_guessable_secrets_without_quoting_them(name, value, complaint):
+    with pytest.raises(ConfigError, match=complaint) as raised:
+        Config.from_env({**PRODUCTION, name: value})
+    assert value not in str(raised.value)
+    assert "secrets generate" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ZIP_PASSWORD", "SECRET_KEY"),
+        ("SECRET_KEY", "WHATSAPP_APP_SECRET"),
+        ("WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
+        ("ZIP_PASSWORD", "META_ACCESS_TOKEN"),
+    ],
+)
+def test_production_refuses_any_two_equal_secrets(first, second):
+    with pytest.raises(ConfigError, match="must differ") as raised:
+        Config.from_env({**PRODUCTION, first: STRONG, second: STRONG})
+    problems = [problem for problem in raised.value.problems if "must differ" in problem]
+    assert len(problems) == 1 and first in problems[0] and second in problems[0]
+    assert STRONG not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0123456789abcdef0123456789abcdee",  # a hex app secret, as Meta issues them
+        "Zq8Vn2Lk5Wc9Xr3T",
+        "verify-token-long-enough",
+        "correct horse battery staple",
+    ],
+)
+def test_varied_secrets_are_not_weak(value):
+    assert secret_weakness(value) is None
+
+
+def test_generated_secrets_are_accepted_by_production_and_differ_each_time():
+    first, second = generate_secrets(), generate_secrets()
+    assert set(first) == {"SECRET_KEY", "ZIP_PASSWORD", "WHATSAPP_VERIFY_TOKEN", "PSEUDONYM_KEY"}
+    assert Config.from_env({**PRODUCTION, **first}).secret_key == first["SECRET_KEY"]
+    assert all(first[name] != second[name] for name in first)
+    assert len(first["SECRET_KEY"]) >= 64 and len(first["ZIP_PASSWORD"]) >= 32
+
+
+@pytest.mark.parametrize("app_env", [None, "development"])
+def test_a_cloud_run_container_refuses_to_start_as_development(app_env):
+    environment = {"K_SERVICE": "intake", **({"APP_ENV": app_env} if app_env else {})}
+    with pytest.raises(ConfigError, match="Cloud Run container .K_SERVICE is set.: set APP_ENV"):
+        Config.from_env(environment)
+
+
+def test_a_cloud_run_container_starts_in_production():
+    config = Config.from_env({**PRODUCTION, "K_SERVICE": "intake"})
+    assert config.is_production and config.trusted_proxy_hops == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 import zipfile
 from datetime import UTC, date, datetime
 
@@ -72,10 +73,52 @@ def test_a_value_starting_with_a_formula_trigger_is_formula_like(trigger):
     assert neutralise(trigger + "1+1") == "'" + trigger + "1+1"
 
 
+# Pieces after a separator a spreadsheet may split on (";" in Spanish, German or French Excel,
+# tab, "|", ",", line breaks), after optional blanks or quotes: (typed, written to the CSV).
+SEPARATED = (
+    ('Calle Mayor 1;=HYPERLINK("http://x";"y")', 'Calle Mayor 1;\'=HYPERLINK("http://x";"y")'),
+    ("Calle Mayor 1; =1+1", "Calle Mayor 1; '=1+1"),
+    ('Calle Mayor 1; "=1+1"', 'Calle Mayor 1; "\'=1+1"'),
+    ('Calle 1;""=1+1', 'Calle 1;""\'=1+1'),
+    ("Calle 1,@SUM(1+1)", "Calle 1,'@SUM(1+1)"),
+    ("Calle 1|+cmd", "Calle 1|'+cmd"),
+    ("Calle 1\t-2+3", "Calle 1\t'-2+3"),
+    ("Calle 1;\u200b\uff1d1+1", "Calle 1;\u200b'\uff1d1+1"),
+    ("Calle 1\n=1+1", "Calle 1\n'=1+1"),
+    ("Calle 1\r\n=1+1", "Calle 1\r\n'=1+1"),
+    ("Calle 1;;=1+1", "Calle 1;;'=1+1"),
+    # A tab or carriage return starts a formula-like piece and also starts the next piece.
+    ("Calle 1;\t=1+1", "Calle 1;'\t'=1+1"),
+    ("\t=1+1", "'\t'=1+1"),
+    ("\r=1+1", "'\r'=1+1"),
+)
+# Ordinary Spanish addresses and lists: accepted and written exactly as typed.
+ORDINARY_WITH_SEPARATORS = (
+    "Calle X 3; 2º izq",
+    "Calle Mayor 5, 3ºB; Madrid",
+    "Avda. Diagonal 640 | 08017 Barcelona",
+    "Asthma; Type 2 diabetes",
+    "Calle 1;'=1+1",  # already inert
+    "1-2; 3+4, 5@6",
+)
+
+
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_values_are_formula_like_even_after_leading_blanks(value):
     assert is_formula_like(value)
-    assert neutralise(value) == "'" + value
+    assert neutralise(value).startswith("'")
+    if not any(separator in value for separator in "\t\r"):
+        assert neutralise(value) == "'" + value
+
+
+@pytest.mark.parametrize(("value", "written"), SEPARATED)
+def test_a_trigger_after_any_separator_is_made_inert_and_the_text_stays_readable(value, written):
+    assert neutralise(value) == written
+
+
+@pytest.mark.parametrize("value", ORDINARY_WITH_SEPARATORS)
+def test_addresses_and_lists_with_separators_are_kept_as_typed(value):
+    assert neutralise(value) == value
 
 
 @pytest.mark.parametrize("value", ["Maria", "a=b", "1-2", "", "   ", "O'Brien", "'=1"])
@@ -154,9 +197,52 @@ def test_csv_neutralises_hostile_values_in_every_patient_field():
     rows = csv_rows(written_csv(records))[1:]
     for row, value in zip(rows, HOSTILE, strict=True):
         for column in ("name", "address", "medical_conditions", "current_medications"):
-            assert row[COLUMNS.index(column)] == "'" + value
+            assert row[COLUMNS.index(column)] == neutralise(value)
+            assert row[COLUMNS.index(column)].startswith("'")
         for cell in row:
             assert cell.startswith("'") or not is_formula_like(cell)
+
+
+def could_start_a_formula(cell: str) -> bool:
+    """Stricter than the exporter's own check: quotes a parser left in place are skipped too."""
+    for char in cell:
+        if char in TRIGGERS or char in "\ufe62\ufe63\ufe66\ufe6b":
+            return True
+        if not (char.isspace() or char == '"' or unicodedata.category(char) == "Cf"):
+            return False
+    return False
+
+
+def hostile_separated_records() -> list:
+    values = [typed for typed, _ in SEPARATED] + list(HOSTILE)
+    return [
+        make_record(
+            name=value,
+            address=value,
+            # Lists are joined with "; ": every item that starts with a trigger is a cell too.
+            medical_conditions=("Asthma", value, "=1+1", " -2+3"),
+            current_medications=("@SUM(1)", value),
+        )
+        for value in values
+    ]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_csv_read_with_another_delimiter_has_no_formula_cell(delimiter):
+    """Excel in a ";" locale, or a tab/pipe import, splits our rows differently: no piece of
+    any row, however split, may start a formula."""
+    text = written_csv(hostile_separated_records()).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    cells = [cell for row in rows for cell in row]
+    assert len(rows) > len(SEPARATED) + len(HOSTILE)  # split into more pieces than records
+    assert [cell for cell in cells if could_start_a_formula(cell)] == []
+
+
+def test_a_spanish_address_with_a_semicolon_reads_back_as_typed():
+    record = make_record(address="Calle X 3; 2º izq", medical_conditions=("Asma", "Diabetes"))
+    (row,) = csv_rows(written_csv([record]))[1:]
+    assert row[COLUMNS.index("address")] == "Calle X 3; 2º izq"
+    assert row[COLUMNS.index("medical_conditions")] == "Asma; Diabetes"
 
 
 def test_xlsx_has_a_bold_frozen_header_and_typed_cells():
