@@ -9,6 +9,7 @@ from flask import current_app
 
 from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
+from service.concurrency import ExportSlots
 from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.errors import ConfigError, KeysetMissingError
@@ -36,6 +37,7 @@ class Components:
     # across every instance and worker (counted in Firestore `rate_limits`).
     auth_failures: SharedFailureLimiter
     download_failures: SharedFailureLimiter
+    export_slots: ExportSlots  # exports running in this process, in all and per account
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
 
     def readiness(self) -> dict[str, str | None]:
@@ -64,6 +66,7 @@ def build_components(config: Config) -> Components:
         graph=graph,
         auth_failures=build_failure_limiter(config, repos, "auth"),
         download_failures=build_failure_limiter(config, repos, "download"),
+        export_slots=build_export_slots(config),
         failpoints=Failpoints(config.failpoints),
     )
 
@@ -71,6 +74,11 @@ def build_components(config: Config) -> Components:
 def build_failure_limiter(config: Config, repos: Repositories, scope: str) -> SharedFailureLimiter:
     """Return a limiter of failed attempts per address, shared through Firestore."""
     return SharedFailureLimiter(repos.rate_limits, config.secret_key, scope)
+
+
+def build_export_slots(config: Config) -> ExportSlots:
+    """Return this process's limits on exports running at once."""
+    return ExportSlots(config.exports_per_process, config.export_concurrency_per_account)
 
 
 def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:

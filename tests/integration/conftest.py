@@ -9,7 +9,12 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from service.app import create_app
-from service.components import Components, build_components, build_failure_limiter
+from service.components import (
+    Components,
+    build_components,
+    build_export_slots,
+    build_failure_limiter,
+)
 from service.config import Config
 from service.devstack import LocalStack
 from tests.conftest import (
@@ -70,6 +75,7 @@ def clean_data(
     components.download_failures = build_failure_limiter(
         components.config, components.repos, "download"
     )
+    components.export_slots = build_export_slots(components.config)
     fake_kms.set_unavailable(False)
     stack.clear_firestore(PROJECT_ID)
     components.repos.ensure_bucket()

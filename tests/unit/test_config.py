@@ -101,3 +101,40 @@ def test_components_refuse_failpoints_in_a_production_config_built_in_code():
     production = Config(app_env="production", failpoints="conversation.after_commit:kill")
     with pytest.raises(ConfigError, match="INTAKE_FAILPOINTS"):
         build_components(production)
+
+
+@pytest.mark.parametrize(
+    ("environ", "per_process"),
+    [
+        ({}, 2),
+        ({"GUNICORN_THREADS": "8"}, 2),
+        ({"GUNICORN_THREADS": "2"}, 1),
+        ({"GUNICORN_THREADS": "1"}, 1),
+        ({"GUNICORN_THREADS": "8", "EXPORT_CONCURRENCY": "5"}, 5),
+        ({"EXPORT_CONCURRENCY": "3"}, 3),
+    ],
+)
+def test_the_export_limit_leaves_a_request_thread_to_the_webhook(environ, per_process):
+    config = Config.from_env({"APP_ENV": "test", **environ})
+    assert config.exports_per_process == per_process
+    assert config.export_concurrency_per_account == 1
+
+
+def test_an_export_limit_as_large_as_the_thread_count_is_refused():
+    with pytest.raises(ConfigError, match=r"EXPORT_CONCURRENCY \(4\) must be less than"):
+        Config.from_env({"GUNICORN_THREADS": "4", "EXPORT_CONCURRENCY": "4"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXPORT_CONCURRENCY", "0"),
+        ("EXPORT_CONCURRENCY", "two"),
+        ("EXPORT_CONCURRENCY_PER_ACCOUNT", "0"),
+        ("EXPORT_CONCURRENCY_PER_ACCOUNT", "65"),
+        ("GUNICORN_THREADS", "-1"),
+    ],
+)
+def test_a_malformed_export_limit_is_refused(name, value):
+    with pytest.raises(ConfigError, match=f"{name} must be a whole number"):
+        Config.from_env({name: value})
