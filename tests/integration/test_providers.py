@@ -40,6 +40,25 @@ def test_a_missing_or_unknown_token_gets_401_with_a_json_error(client, component
     assert "password" not in response.json
 
 
+@pytest.mark.parametrize("wrong_secret", ["flipped", "empty", "short", "another accounts"])
+def test_a_real_account_id_with_a_wrong_secret_gets_401(client, components, wrong_secret):
+    created = _create(components)
+    other = _create(components, "South Clinic")
+    prefix, provider_id, secret = created.token.split("_", 2)
+    secret = {
+        "flipped": secret[:-1] + ("A" if secret[-1] != "A" else "B"),
+        "empty": "",
+        "short": secret[:8],
+        "another accounts": other.token.split("_", 2)[2],
+    }[wrong_secret]
+    headers = {"Authorization": f"Bearer {prefix}_{provider_id}_{secret}"}
+    response = client.get("/exports/password", headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+    [event] = components.repos.audit.list(action="provider.authenticate")
+    assert (event.outcome, event.actor, event.details["reason"]) == ("failure", None, "unknown")
+
+
 def test_a_revoked_token_gets_401(client, components):
     created = _create(components)
     provider_service.revoke_provider(components.repos.providers, created.provider.provider_id)
