@@ -9,6 +9,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blueprints.messaging import WEBHOOK_PATHS
 from service import payloads
 from service.webhook import sign
 
@@ -195,9 +196,10 @@ def test_signed_raw_bytes_get_200_or_a_json_400_never_a_500(client, raw):
     signature=st.one_of(
         st.none(), st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=80)
     ),
+    path=st.sampled_from(WEBHOOK_PATHS),
 )
-def test_an_unsigned_payload_changes_nothing(client, components, raw, signature):
+def test_an_unsigned_payload_changes_nothing(client, components, raw, signature, path):
     headers = {"X-Hub-Signature-256": signature} if signature is not None else {}
-    response = client.post("/webhook", data=raw, content_type="application/json", headers=headers)
+    response = client.post(path, data=raw, content_type="application/json", headers=headers)
     assert response.status_code == 401
     assert list(components.repos.firestore.collection("conversations").limit(1).stream()) == []
