@@ -67,19 +67,23 @@ def test_logs_are_json_lines_with_trace_and_latency_and_no_patient_data(gunicorn
     headers = {"X-Cloud-Trace-Context": f"{trace}/1;o=1", "User-Agent": "probe"}
     requests.get(f"{base}/healthz", headers=headers, timeout=5)
     for value in PHI:
+        # The User-Agent is the caller's free text too: a script may put a patient in it.
+        agent = {"User-Agent": f"clinic-export/1.0 ({value}; +34 612 345 678)"}
         requests.get(f"{base}/exports/password", params={"q": value},
-                     headers={"Authorization": f"Bearer {value}"}, timeout=5)  # fmt: skip
-        requests.post(f"{base}/nowhere/{value}", json={"name": value}, timeout=5)
+                     headers={"Authorization": f"Bearer {value}", **agent}, timeout=5)  # fmt: skip
+        requests.post(f"{base}/nowhere/{value}", json={"name": value}, headers=agent, timeout=5)
+        requests.get(f"{base}/healthz", headers={"User-Agent": value}, timeout=5)
     time.sleep(0.5)
     lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
     entries = [json.loads(line) for line in lines]
     access = [e for e in entries if e.get("logger") == "service.access"]
-    healthz = next(e for e in access if e["httpRequest"]["userAgent"] == "probe")
+    healthz = next(e for e in access if "logging.googleapis.com/trace" in e)
     assert healthz["severity"] == "INFO"
     assert healthz["logging.googleapis.com/trace"] == f"projects/{PROJECT_ID}/traces/{trace}"
     assert healthz["latency_ms"] >= 0
-    assert len(access) >= 1 + 2 * len(PHI)
+    assert healthz["httpRequest"]["requestUrl"] == "/healthz"
+    assert len(access) >= 1 + 3 * len(PHI)
     text = log_path.read_text()
-    for value in PHI:
+    for value in [*PHI, "612 345 678", "612345678"]:
         assert value not in text
         assert requests.utils.quote(value) not in text
