@@ -450,7 +450,7 @@ def _retrying(
 
 
 def flush_outbox(soak: Soak) -> int:
-    """What Cloud Scheduler does: POST /tasks/flush-outbox with a provider token."""
+    """What Cloud Scheduler does: POST /tasks/flush-outbox with a token allowed to."""
     soak.stats.add("flushes")
     response, error = None, None
     try:
@@ -804,7 +804,10 @@ def soak_run(args: argparse.Namespace) -> int:
         ):
             config = config.replace(graph_api_url=graph.base_url, meta_access_token="soak-token")
             components = fresh_components(config)
-            token = provider_service.create_provider(components.repos.providers, "Soak").token
+            # An admin account: it exports like staff and flushes like the scheduler's account.
+            token = provider_service.create_provider(
+                components.repos.providers, "Soak", provider_service.ADMIN
+            ).token
             log_path = Path(folder) / "gunicorn.log"
             with gunicorn(config, log_path, workers=WORKERS, threads=THREADS) as base:
                 port = int(base.rsplit(":", 1)[1])

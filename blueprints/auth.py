@@ -20,19 +20,27 @@ def request_origin() -> RequestOrigin:
     )
 
 
-def provider_required(view: Callable) -> Callable:
-    """Let the view run only for a valid, unrevoked provider token; put it on `g.provider`."""
+def provider_required(allowed_roles: frozenset[str]) -> Callable[[Callable], Callable]:
+    """Let the view run only for a valid, unrevoked token of one of these roles.
 
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        components = current_components()
-        g.provider = authenticate(
-            components.repos.providers,
-            components.repos.audit,
-            request.headers.get("Authorization"),
-            request_origin(),
-            components.auth_failures,
-        )
-        return view(*args, **kwargs)
+    The provider goes on `g.provider`. No default: each endpoint names the roles it admits
+    (`service.providers.PEOPLE` or `TASK_RUNNERS`).
+    """
 
-    return wrapped
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            components = current_components()
+            g.provider = authenticate(
+                components.repos.providers,
+                components.repos.audit,
+                request.headers.get("Authorization"),
+                request_origin(),
+                allowed_roles,
+                components.auth_failures,
+            )
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate

@@ -6,12 +6,13 @@ from blueprints.auth import provider_required, request_origin
 from service import exports as export_service
 from service.components import current_components
 from service.passwords import export_password, today_utc
+from service.providers import PEOPLE
 
 bp = Blueprint("exports", __name__)
 
 
 @bp.get("/exports/password")
-@provider_required
+@provider_required(PEOPLE)
 def password():
     daily = export_password(current_components().config.zip_password, today_utc())
     response = jsonify({"password": daily.password, "valid_until": daily.valid_until.isoformat()})
@@ -20,7 +21,7 @@ def password():
 
 
 @bp.get("/extractData")
-@provider_required
+@provider_required(PEOPLE)
 def extract_data():
     created = export_service.create_export(
         current_components(),

@@ -10,6 +10,7 @@ from blueprints.auth import provider_required
 from service.components import current_components
 from service.conversation import flush_all_outboxes, handle_webhook, start_conversation
 from service.errors import InvalidInputError, UnauthorizedError
+from service.providers import PEOPLE, TASK_RUNNERS
 from service.webhook import parse_payload, signature_valid
 
 bp = Blueprint("messaging", __name__)
@@ -51,7 +52,7 @@ for path in WEBHOOK_PATHS:
 
 
 @bp.post("/startConversation")
-@provider_required
+@provider_required(PEOPLE)
 def start():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -62,7 +63,7 @@ def start():
 
 
 @bp.post("/tasks/flush-outbox")
-@provider_required
+@provider_required(TASK_RUNNERS)
 def flush_outbox_task():
     report = flush_all_outboxes(current_components())
     return jsonify({"sent": report.sent, "failed": report.failed})

@@ -10,6 +10,10 @@ from google.cloud import firestore
 from repositories.clients import FIRESTORE_CALL
 
 COLLECTION = "providers"
+ROLES = ("admin", "staff", "scheduler")
+# Accounts created before roles existed are staff. Migration 0003 writes the field; reading a
+# missing one the same way keeps those accounts working before it has run.
+ROLE_WHEN_MISSING = "staff"
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Provider:
     token_hash: str
     created_at: datetime
     revoked_at: datetime | None = None
+    role: str = ROLE_WHEN_MISSING
 
     @property
     def revoked(self) -> bool:
@@ -38,6 +43,7 @@ class ProviderRepository:
                 "token_hash": provider.token_hash,
                 "created_at": provider.created_at,
                 "revoked_at": provider.revoked_at,
+                "role": provider.role,
             }
         )
 
@@ -59,6 +65,18 @@ class ProviderRepository:
         reference.update({"revoked_at": revoked_at})
         return True
 
+    def fill_missing_roles(self, role: str) -> int:
+        """Give `role` to every account stored without one; return how many were changed."""
+        changed = 0
+        for snapshot in self._collection.stream():
+            if "role" in (snapshot.to_dict() or {}):
+                continue
+            # Only the missing field is written: a concurrent revoke is kept, and a second
+            # run finds nothing to do.
+            snapshot.reference.update({"role": role})
+            changed += 1
+        return changed
+
 
 def _provider(provider_id: str, data: dict) -> Provider:
     return Provider(
@@ -67,4 +85,5 @@ def _provider(provider_id: str, data: dict) -> Provider:
         token_hash=data["token_hash"],
         created_at=data["created_at"],
         revoked_at=data.get("revoked_at"),
+        role=data.get("role", ROLE_WHEN_MISSING),
     )

@@ -237,6 +237,9 @@ def _register_access_log(app: Flask) -> None:
         latency = time.perf_counter() - started
         # The route pattern, never the raw URL: a path or query string can hold anything a
         # caller typed (a name, a signed-link token), and unmatched paths are logged as such.
+        # No User-Agent either: it is free text as well (a clinic's script may put a patient
+        # in it), and Cloud Run's own request log keeps it. Audit events keep it for provider
+        # requests, in Firestore.
         route = _route()
         access.info(
             f"{request.method} {route} {response.status_code}",
@@ -246,7 +249,6 @@ def _register_access_log(app: Flask) -> None:
                     "requestUrl": route,
                     "status": response.status_code,
                     "latency": f"{latency:.6f}s",
-                    "userAgent": request.user_agent.string[:200],
                     "remoteIp": request.remote_addr,
                 },
                 "latency_ms": round(latency * 1000, 3),

@@ -251,11 +251,20 @@ def providers() -> None:
 
 @providers.command("create")
 @click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(provider_service.ROLES),
+    default=provider_service.STAFF,
+    show_default=True,
+    help="admin or staff: the provider endpoints (admin may also start /tasks/*); "
+    "scheduler: /tasks/* only (the Cloud Scheduler job).",
+)
 @click.pass_context
-def create_provider(ctx: click.Context, name: str) -> None:
+def create_provider(ctx: click.Context, name: str, role: str) -> None:
     """Create a provider and print its token once."""
-    created = provider_service.create_provider(_components(ctx).repos.providers, name)
+    created = provider_service.create_provider(_components(ctx).repos.providers, name, role)
     click.echo(f"provider_id: {created.provider.provider_id}")
+    click.echo(f"role: {created.provider.role}")
     click.echo(f"token: {created.token}")
     click.echo("Store the token now: it is shown only once.", err=True)
 
@@ -269,6 +278,7 @@ def list_providers(ctx: click.Context, as_json: bool) -> None:
         row = {
             "provider_id": provider.provider_id,
             "name": provider.name,
+            "role": provider.role,
             "created_at": provider.created_at.isoformat(),
             "revoked_at": provider.revoked_at.isoformat() if provider.revoked_at else None,
         }
@@ -276,7 +286,10 @@ def list_providers(ctx: click.Context, as_json: bool) -> None:
             click.echo(json.dumps(row))
         else:
             status = "revoked" if provider.revoked else "active"
-            click.echo(f"{row['provider_id']}  {status:7}  {row['created_at']}  {row['name']}")
+            click.echo(
+                f"{row['provider_id']}  {status:7}  {provider.role:9}  {row['created_at']}  "
+                f"{row['name']}"
+            )
 
 
 @providers.command("revoke")

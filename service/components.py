@@ -11,6 +11,7 @@ from flask import current_app
 
 from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
+from service.concurrency import ExportSlots
 from service.config import Config
 from service.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.errors import ConfigError, KeysetMissingError
@@ -41,6 +42,7 @@ class Components:
     download_failures: SharedFailureLimiter
     # Firestore and Storage probed over the network at most once per few seconds per process.
     backend_readiness: CachedProbe
+    export_slots: ExportSlots  # exports running in this process, in all and per account
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
 
     def readiness(self) -> dict[str, str | None]:
@@ -74,6 +76,7 @@ def build_components(config: Config) -> Components:
         auth_failures=build_failure_limiter(config, repos, "auth"),
         download_failures=build_failure_limiter(config, repos, "download"),
         backend_readiness=build_backend_readiness(repos),
+        export_slots=build_export_slots(config),
         failpoints=Failpoints(config.failpoints),
     )
 
@@ -92,6 +95,11 @@ def build_backend_readiness(
 def build_failure_limiter(config: Config, repos: Repositories, scope: str) -> SharedFailureLimiter:
     """Return a limiter of failed attempts per address, shared through Firestore."""
     return SharedFailureLimiter(repos.rate_limits, config.secret_key, scope)
+
+
+def build_export_slots(config: Config) -> ExportSlots:
+    """Return this process's limits on exports running at once."""
+    return ExportSlots(config.exports_per_process, config.export_concurrency_per_account)
 
 
 def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:

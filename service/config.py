@@ -15,6 +15,11 @@ DEFAULT_GRAPH_API_URL = "https://graph.facebook.com/v21.0"
 DEFAULT_TINK_KEYSET = "keys/intake-keyset.json"
 DEFAULT_LINK_TTL_SECONDS = 900
 DEFAULT_OUTBOX_LEASE_SECONDS = 180
+# Exports running at once in one process (gunicorn worker), unless EXPORT_CONCURRENCY says
+# otherwise; never as many as its threads (see `exports_per_process`). Each export holds a
+# request thread and, for XLSX, memory for its sheet, so the default is small.
+DEFAULT_EXPORT_CONCURRENCY = 2
+DEFAULT_EXPORT_CONCURRENCY_PER_ACCOUNT = 1
 # A lease must outlast a round of sends (see service/conversation.py), or a second process may
 # send a reply the first one is still sending.
 MIN_PRODUCTION_OUTBOX_LEASE_SECONDS = 120
@@ -65,6 +70,9 @@ _ENV_NAMES = {
     "pseudonym_key": "PSEUDONYM_KEY",
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
     "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
+    "export_concurrency": "EXPORT_CONCURRENCY",
+    "export_concurrency_per_account": "EXPORT_CONCURRENCY_PER_ACCOUNT",
+    "gunicorn_threads": "GUNICORN_THREADS",
     "failpoints": "INTAKE_FAILPOINTS",
     "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
 }
@@ -78,6 +86,12 @@ _WHOLE_NUMBER_RANGES = {
 CLOUD_RUN_MARKER = "K_SERVICE"
 # Cloud Run's front end is one proxy hop that appends the caller's address to X-Forwarded-For.
 CLOUD_RUN_PROXY_HOPS = 1
+# Whole numbers that count something: (smallest, largest) accepted.
+_COUNT_RANGES = {
+    "export_concurrency": (1, 64),
+    "export_concurrency_per_account": (1, 64),
+    "gunicorn_threads": (1, 1000),
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,9 @@ class Config:
     pseudonym_key: str = DEV_SECRETS["pseudonym_key"]
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
+    export_concurrency: int | None = None  # None: see exports_per_process
+    export_concurrency_per_account: int = DEFAULT_EXPORT_CONCURRENCY_PER_ACCOUNT
+    gunicorn_threads: int | None = None  # the Dockerfile passes it to gunicorn as --threads
     failpoints: str | None = None  # tests only: see service/failpoints.py
     # Proxies in front of the app whose X-Forwarded-For/-Proto entries are trusted; 0 means the
     # socket peer is the client and those headers are ignored (see service/app.py).
@@ -114,6 +131,20 @@ class Config:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def exports_per_process(self) -> int:
+        """How many exports may run at once in this process.
+
+        EXPORT_CONCURRENCY when set (from_env refuses one that leaves no thread free);
+        otherwise the default, lowered when needed to leave one of GUNICORN_THREADS to the
+        webhook. With a single thread nothing can be left: an export then holds the process.
+        """
+        if self.export_concurrency is not None:
+            return self.export_concurrency
+        if self.gunicorn_threads is None:
+            return DEFAULT_EXPORT_CONCURRENCY
+        return max(1, min(DEFAULT_EXPORT_CONCURRENCY, self.gunicorn_threads - 1))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -133,12 +164,19 @@ class Config:
                     )
                     continue
                 values[field] = int(raw)
+            elif field in _COUNT_RANGES:
+                smallest, largest = _COUNT_RANGES[field]
+                if not raw.isdigit() or not smallest <= int(raw) <= largest:
+                    problems.append(f"{env_name} must be a whole number, {smallest} to {largest}")
+                    continue
+                values[field] = int(raw)
             else:
                 values[field] = raw
         if "trusted_proxy_hops" not in values and environ.get(CLOUD_RUN_MARKER):
             values["trusted_proxy_hops"] = CLOUD_RUN_PROXY_HOPS
         if "failpoints" in values:
             problems += spec_problems(str(values["failpoints"]))
+        problems += _thread_problems(values)
         app_env = values.get("app_env", "development")
         if app_env == "development" and environ.get(CLOUD_RUN_MARKER):
             # Development defaults are published secrets and the dev tools: never on Cloud Run.
@@ -166,6 +204,17 @@ class Config:
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _thread_problems(values: dict[str, object]) -> list[str]:
+    """Refuse an export limit that would let exports take every request thread."""
+    exports, threads = values.get("export_concurrency"), values.get("gunicorn_threads")
+    if isinstance(exports, int) and isinstance(threads, int) and exports >= threads:
+        return [
+            f"EXPORT_CONCURRENCY ({exports}) must be less than GUNICORN_THREADS ({threads}), "
+            "so a thread stays free for the webhook while exports run"
+        ]
+    return []
 
 
 def _production_problems(values: dict[str, object]) -> list[str]:

@@ -132,14 +132,19 @@ def create_export(
     origin: RequestOrigin | None = None,
     now: datetime | None = None,
 ) -> CreatedExport:
-    """Build an export zip from the archive, store it and return a signed download token."""
+    """Build an export zip from the archive, store it and return a signed download token.
+
+    Raises RateLimitedError (429) while the account or this process already runs as many
+    exports as it may (`ExportSlots`); the slot is given back however the export ends.
+    """
     origin = origin or RequestOrigin()
     export_id = secrets.token_hex(16)
     details: dict[str, Any] = {"export_id": export_id}
     try:
         file_format, filters = parse_request(format_value, from_value, to_value)
         details.update(_filter_details(file_format, filters))
-        created = _create(components, provider_id, export_id, file_format, filters, now)
+        with components.export_slots.hold(provider_id):
+            created = _create(components, provider_id, export_id, file_format, filters, now)
     except Exception as error:  # audited, then raised on: a failed export is never silent
         _audit(components, "export.create", "failure", provider_id, origin, details, error)
         raise
@@ -165,6 +170,7 @@ def _create(
     filters: ExportFilters,
     now: datetime | None,
 ) -> CreatedExport:
+    components.failpoints.hit("export.building")
     began = time.perf_counter()
     created_at = now or datetime.now(UTC)
     password_day = today_utc(created_at)

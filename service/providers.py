@@ -1,4 +1,4 @@
-"""Provider accounts: create, list, revoke, and authenticate bearer tokens."""
+"""Provider accounts: create, list, revoke, and authenticate bearer tokens for a role."""
 
 from __future__ import annotations
 
@@ -10,12 +10,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from repositories.audit import AuditEvent, AuditRepository
-from repositories.providers import Provider, ProviderRepository
-from service.errors import InvalidInputError, NotFoundError, RateLimitedError, UnauthorizedError
+from repositories.providers import ROLES, Provider, ProviderRepository
+from service.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnauthorizedError,
+)
 from service.ratelimit import SharedFailureLimiter, audit_throttle
 
 _TOKEN_PREFIX = "ipt"
 _PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
+
+ADMIN, STAFF, SCHEDULER = ROLES
+# Who may call what. People (admin, staff) use the provider endpoints; the Cloud Scheduler
+# account only starts tasks, so the token stored in its job cannot read a record. An admin may
+# start a task by hand; staff have no need to.
+PEOPLE = frozenset({ADMIN, STAFF})
+TASK_RUNNERS = frozenset({ADMIN, SCHEDULER})
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,13 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_provider(providers: ProviderRepository, name: str) -> NewProvider:
-    """Create a provider account and return it with its one-time token."""
+def create_provider(providers: ProviderRepository, name: str, role: str = STAFF) -> NewProvider:
+    """Create a provider account with a role and return it with its one-time token."""
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise InvalidInputError("provider name must be 1 to 100 characters")
+    if role not in ROLES:
+        raise InvalidInputError(f"role must be one of {', '.join(ROLES)}")
     provider_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     provider = Provider(
@@ -50,6 +65,7 @@ def create_provider(providers: ProviderRepository, name: str) -> NewProvider:
         name=name,
         token_hash=_hash_secret(secret),
         created_at=datetime.now(UTC),
+        role=role,
     )
     providers.add(provider)
     return NewProvider(provider=provider, token=f"{_TOKEN_PREFIX}_{provider_id}_{secret}")
@@ -71,14 +87,16 @@ def authenticate(
     audit: AuditRepository,
     authorization: str | None,
     origin: RequestOrigin,
+    allowed_roles: frozenset[str],
     limiter: SharedFailureLimiter | None = None,
 ) -> Provider:
-    """Return the provider a bearer token belongs to, auditing success and failure.
+    """Return the provider a bearer token belongs to if its role is allowed; audit every try.
 
     A good token always gets in, even from an address past its failure limit. A bad one past
     the limit gets 429 with Retry-After; those refusals are counted by the limiter and
     summarised in one audit event per window, not audited one by one (one event per failure
-    would let anyone fill the audit log).
+    would let anyone fill the audit log). A good token whose role is not allowed gets 403,
+    audited as `denied`; it is not a failed login, so the limiter does not count it.
     """
     provider, reason = _check_token(providers, authorization)
     throttle = limiter.record_failure(origin.ip) if limiter and provider is None else None
@@ -87,19 +105,31 @@ def authenticate(
         raise RateLimitedError(
             "too many failed attempts; try again later", retry_after=throttle.retry_after
         )
+    details: dict[str, object] = {"path": origin.path}
+    if provider is None:
+        outcome, details["reason"] = "failure", reason
+    elif provider.role not in allowed_roles:
+        outcome, details["reason"] = "denied", "insufficient_role"
+        details.update(role=provider.role, allowed_roles=sorted(allowed_roles))
+    else:
+        outcome, details["role"] = "success", provider.role
     audit.append(
         AuditEvent(
             action="provider.authenticate",
-            outcome="success" if provider else "failure",
+            outcome=outcome,
             at=datetime.now(UTC),
             actor=provider.provider_id if provider else None,
             ip=origin.ip,
             user_agent=origin.user_agent,
-            details={"path": origin.path, **({"reason": reason} if reason else {})},
+            details=details,
         )
     )
     if provider is None:
         raise UnauthorizedError("a valid provider token is required")
+    if outcome == "denied":
+        raise PermissionDeniedError(
+            f"the role of this account ({provider.role}) may not use this endpoint"
+        )
     return provider
 
 

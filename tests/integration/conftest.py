@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
@@ -13,6 +13,7 @@ from service.components import (
     Components,
     build_backend_readiness,
     build_components,
+    build_export_slots,
     build_failure_limiter,
 )
 from service.config import CLOUD_RUN_PROXY_HOPS, Config
@@ -63,34 +64,47 @@ def initial_keyset(components: Components) -> bytes:
     return components.repos.bucket.blob(components.config.tink_keyset).download_as_bytes()
 
 
-@pytest.fixture(autouse=True)
-def clean_data(
+@pytest.fixture
+def reset_data(
     stack: LocalStack,
     components: Components,
     fake_graph: FakeGraphApi,
     fake_kms: FakeKms,
     initial_keyset: bytes,
-) -> None:
+) -> Callable[[], None]:
+    """Return the function that empties every store; hypothesis tests call it per example."""
+
+    def reset() -> None:
+        fake_graph.reset()
+        # Fresh per-process fronts; their shared counts go with the Firestore data below.
+        components.auth_failures = build_failure_limiter(
+            components.config, components.repos, "auth"
+        )
+        components.download_failures = build_failure_limiter(
+            components.config, components.repos, "download"
+        )
+        components.export_slots = build_export_slots(components.config)
+        # No readiness answer carried over from an earlier test (it is cached for seconds).
+        components.backend_readiness = build_backend_readiness(components.repos)
+        fake_kms.set_unavailable(False)
+        stack.clear_firestore(PROJECT_ID)
+        components.repos.ensure_bucket()
+        blobs = list(components.repos.bucket.list_blobs())
+        if blobs:
+            components.repos.bucket.delete_blobs(blobs)
+        # Every test starts with the same one-key keyset, whatever an earlier test rotated.
+        keyset_blob = components.repos.bucket.blob(components.config.tink_keyset)
+        keyset_blob.upload_from_string(initial_keyset, content_type="application/json")
+        components.keys.forget()
+        fake_kms.reset_calls()
+
+    return reset
+
+
+@pytest.fixture(autouse=True)
+def clean_data(reset_data: Callable[[], None]) -> None:
     """Start every test from empty data; clear before, not after, so failures leave evidence."""
-    fake_graph.reset()
-    # Fresh per-process fronts; their shared counts go with the Firestore data below.
-    components.auth_failures = build_failure_limiter(components.config, components.repos, "auth")
-    components.download_failures = build_failure_limiter(
-        components.config, components.repos, "download"
-    )
-    # No readiness answer carried over from an earlier test (it is cached for seconds).
-    components.backend_readiness = build_backend_readiness(components.repos)
-    fake_kms.set_unavailable(False)
-    stack.clear_firestore(PROJECT_ID)
-    components.repos.ensure_bucket()
-    blobs = list(components.repos.bucket.list_blobs())
-    if blobs:
-        components.repos.bucket.delete_blobs(blobs)
-    # Every test starts with the same one-key keyset, whatever an earlier test rotated.
-    keyset_blob = components.repos.bucket.blob(components.config.tink_keyset)
-    keyset_blob.upload_from_string(initial_keyset, content_type="application/json")
-    components.keys.forget()
-    fake_kms.reset_calls()
+    reset_data()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 
 from service import payloads
 from service.devstack import LocalStack, free_port
-from service.providers import create_provider
+from service.providers import SCHEDULER, create_provider
 from service.record import reference_code
 from service.webhook import sign
 from tests.fakes.kms import FakeKms, _handler_for
@@ -36,8 +36,8 @@ def patient(client, fake_graph) -> Patient:
 
 
 @pytest.fixture
-def provider_token(components) -> str:
-    return create_provider(components.repos.providers, "Clinic").token
+def scheduler_token(components) -> str:
+    return create_provider(components.repos.providers, "Cloud Scheduler", SCHEDULER).token
 
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
@@ -222,11 +222,11 @@ def _wait_for_a_fresh_worker(base: str) -> None:
     raise AssertionError("gunicorn did not replace the killed worker within 30 s")
 
 
-def _flush_outbox(base: str, provider_token: str) -> requests.Response:
+def _flush_outbox(base: str, scheduler_token: str) -> requests.Response:
     """Call the flush task on the server, as the Cloud Scheduler job does."""
     return requests.post(
         f"{base}/tasks/flush-outbox",
-        headers={"Authorization": f"Bearer {provider_token}"},
+        headers={"Authorization": f"Bearer {scheduler_token}"},
         timeout=30,
     )
 
@@ -255,7 +255,7 @@ KILLS = [
 
 @pytest.mark.parametrize(("point", "position"), KILLS)
 def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply_once(
-    point, position, config, components, client, fake_graph, reference, provider_token, tmp_path
+    point, position, config, components, client, fake_graph, reference, scheduler_token, tmp_path
 ):
     committed = point == "conversation.after_commit"
     nth = 1 if point == "conversation.archive_stored" else position  # it is reached at Confirm only
@@ -290,7 +290,7 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
             if position == CONFIRM:
                 assert patient.deliver(position) == 200
             else:  # Cloud Scheduler's job
-                flushed = _flush_outbox(base, provider_token)
+                flushed = _flush_outbox(base, scheduler_token)
                 assert flushed.status_code == 200 and flushed.json()["sent"] >= 1
         else:
             _wait_for_a_fresh_worker(base)
@@ -311,7 +311,7 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
 
 
 def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_only(
-    config, components, client, fake_graph, reference, provider_token, tmp_path
+    config, components, client, fake_graph, reference, scheduler_token, tmp_path
 ):
     """Killed after the Graph API took a reply and before it was recorded as sent: Meta has
     no idempotency key, so that reply goes again once its lease runs out (at least once). The
@@ -332,7 +332,7 @@ def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_on
         assert len(patient.replies()) == position + 1  # Meta took both replies of the round
         _wait_for_a_fresh_worker(base)
         time.sleep(LEASE_SECONDS + 0.2)
-        flushed = _flush_outbox(base, provider_token)
+        flushed = _flush_outbox(base, scheduler_token)
         assert flushed.status_code == 200 and flushed.json()["sent"] == 1
     for later in range(position + 2, len(FORM) + 1):
         assert patient.deliver(later, client) == 200
@@ -346,7 +346,7 @@ def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_on
 
 
 def test_replies_queued_behind_a_dead_workers_lease_wait_for_it_and_keep_their_order(
-    config, components, client, fake_graph, reference, provider_token, tmp_path
+    config, components, client, fake_graph, reference, scheduler_token, tmp_path
 ):
     """Killed after the commit, before the send: the reply stays leased to the dead worker.
     A next message answered meanwhile must not overtake it: the patient would read the
@@ -365,7 +365,7 @@ def test_replies_queued_behind_a_dead_workers_lease_wait_for_it_and_keep_their_o
         assert len(patient.replies()) == before  # held behind the leased reply
         time.sleep(LEASE_SECONDS + 0.2)
         _wait_for_a_fresh_worker(base)
-        flushed = _flush_outbox(base, provider_token)
+        flushed = _flush_outbox(base, scheduler_token)
         assert flushed.status_code == 200 and flushed.json()["sent"] == 2
     for later in range(position + 2, len(FORM) + 1):
         assert patient.deliver(later, client) == 200

@@ -37,7 +37,10 @@ def secret(components) -> str:
 
 @pytest.fixture
 def token(components) -> str:
-    return provider_service.create_provider(components.repos.providers, "North Clinic").token
+    """An admin's token: the one role every provider and task route admits."""
+    return provider_service.create_provider(
+        components.repos.providers, "North Clinic", provider_service.ADMIN
+    ).token
 
 
 def post_raw(client, raw: bytes, secret: str | None, content_type: str | None = "application/json"):

@@ -48,7 +48,10 @@ PROVIDER_PATHS = {
 
 @pytest.fixture
 def token(components) -> str:
-    return provider_service.create_provider(components.repos.providers, "North Clinic").token
+    """An admin's token: the one role every provider and task route admits."""
+    return provider_service.create_provider(
+        components.repos.providers, "North Clinic", provider_service.ADMIN
+    ).token
 
 
 def documented_operations() -> list[tuple[str, str]]:
@@ -109,6 +112,25 @@ def test_a_real_export_and_its_download_answer_as_documented(app, components, to
     response = download.call_and_validate(checks=CHECKS)
     assert response.status_code == 200
     assert response.headers["content-type"] == ["application/zip"]
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path"),
+    [
+        ("scheduler", "GET", "/extractData"),
+        ("scheduler", "GET", "/exports/password"),
+        ("scheduler", "POST", "/startConversation"),
+        ("staff", "POST", "/tasks/flush-outbox"),
+    ],
+)
+def test_a_role_refused_on_an_operation_gets_the_documented_403(
+    app, components, role, method, path
+):
+    token = provider_service.create_provider(components.repos.providers, "Other", role).token
+    operation = schemathesis.openapi.from_wsgi("/openapi.yaml", app)[path][method]
+    case = operation.Case(body={"to": "+34612345678"}) if "start" in path else operation.Case()
+    response = case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+    assert response.status_code == 403
 
 
 def test_the_description_is_served_publicly_as_yaml_and_matches_the_file(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.providers import create_provider
+from service.providers import SCHEDULER, create_provider
 from tests.integration.whatsapp import Patient, body_text
 
 SECRET = "dev-app-secret"
@@ -18,6 +18,13 @@ def patient(client, fake_graph) -> Patient:
 @pytest.fixture
 def provider_headers(components) -> dict[str, str]:
     token = create_provider(components.repos.providers, "Clinic").token
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def scheduler_headers(components) -> dict[str, str]:
+    """What the Cloud Scheduler job sends: a token of a scheduler account."""
+    token = create_provider(components.repos.providers, "Cloud Scheduler", SCHEDULER).token
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -37,16 +44,16 @@ def test_a_reply_the_graph_api_failed_stays_queued_and_goes_with_the_next_messag
 
 
 def test_the_flush_task_drains_the_outbox_once_the_graph_api_recovers(
-    patient, fake_graph, components, client, provider_headers
+    patient, fake_graph, components, client, scheduler_headers
 ):
     patient.says("hello")
     fake_graph.fail_next(3, status=503, code=1)
     patient.presses("language:es")
     assert patient.new_replies() == []
-    response = client.post("/tasks/flush-outbox", headers=provider_headers)
+    response = client.post("/tasks/flush-outbox", headers=scheduler_headers)
     assert response.status_code == 200 and response.json["sent"] == 1
     assert len(patient.new_replies()) == 1
-    again = client.post("/tasks/flush-outbox", headers=provider_headers)
+    again = client.post("/tasks/flush-outbox", headers=scheduler_headers)
     assert again.json["sent"] == 0
     assert patient.new_replies() == []
 
@@ -72,13 +79,13 @@ def test_a_long_retry_after_leaves_the_reply_queued_instead_of_holding_the_webho
 
 
 def test_outside_the_24_hour_window_the_start_template_invites_the_patient_back(
-    patient, fake_graph, components, client, provider_headers
+    patient, fake_graph, components, client, scheduler_headers
 ):
     patient.says("hello")
     fake_graph.fail_next(3, status=500, code=2)
     patient.presses("language:en")
     fake_graph.customer_wrote(patient.wa_id, at=0)  # the window closed long ago
-    client.post("/tasks/flush-outbox", headers=provider_headers)
+    client.post("/tasks/flush-outbox", headers=scheduler_headers)
     sent = patient.new_replies()
     assert [reply["type"] for reply in sent] == ["template"]
     assert sent[0]["template"]["name"] == components.config.whatsapp_start_template
@@ -198,7 +205,7 @@ def _flush_until_drained(client, headers, components, wa_ids: list[str]) -> int:
 
 
 def test_a_burst_of_mixed_graph_failures_across_patients_drains_with_every_reply_once(
-    client, fake_graph, components, provider_headers
+    client, fake_graph, components, scheduler_headers
 ):
     patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461200000{n}") for n in range(4)]
     for patient in patients:
@@ -213,8 +220,8 @@ def test_a_burst_of_mixed_graph_failures_across_patients_drains_with_every_reply
         patient.presses("language:en")
     wa_ids = [patient.wa_id for patient in patients]
     assert any(components.repos.conversations.raw(wa_id)["outbox_pending"] for wa_id in wa_ids)
-    _flush_until_drained(client, provider_headers, components, wa_ids)
-    assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
+    _flush_until_drained(client, scheduler_headers, components, wa_ids)
+    assert client.post("/tasks/flush-outbox", headers=scheduler_headers).json["sent"] == 0
     for patient in patients:
         patient.presses("consent:yes")
     for patient in patients:
@@ -229,7 +236,7 @@ def test_a_burst_of_mixed_graph_failures_across_patients_drains_with_every_reply
 
 
 def test_a_send_that_times_out_after_meta_took_it_is_delivered_at_least_once(
-    patient, fake_graph, components, client, provider_headers, monkeypatch
+    patient, fake_graph, components, client, scheduler_headers, monkeypatch
 ):
     """The "did it send?" case. Meta's send endpoint has no idempotency key: when the answer
     does not come back in time, only a retry can make sure the patient gets the reply, and if
@@ -244,20 +251,20 @@ def test_a_send_that_times_out_after_meta_took_it_is_delivered_at_least_once(
     replies = patient.presses("language:en")
     assert len(replies) == 1  # what Meta took; nothing more was sent within the request
     assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 1
-    _flush_until_drained(client, provider_headers, components, [patient.wa_id])
+    _flush_until_drained(client, scheduler_headers, components, [patient.wa_id])
     again = patient.new_replies()
     assert again == replies  # the one honest duplicate: we could not know Meta had it
-    assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
+    assert client.post("/tasks/flush-outbox", headers=scheduler_headers).json["sent"] == 0
     patient.redelivers()
     assert patient.new_replies() == []
     # A burst of timeouts: one copy per attempt Meta took, the reply still goes, then nothing.
     fake_graph.delay_next(3, 1.5)
     replies = patient.presses("consent:yes")
     assert len(replies) == 1
-    _flush_until_drained(client, provider_headers, components, [patient.wa_id])
+    _flush_until_drained(client, scheduler_headers, components, [patient.wa_id])
     replies += patient.new_replies()
     assert len(replies) == 4  # the three unanswered attempts and the acknowledged one
-    assert client.post("/tasks/flush-outbox", headers=provider_headers).json["sent"] == 0
+    assert client.post("/tasks/flush-outbox", headers=scheduler_headers).json["sent"] == 0
     assert all("name" in body_text(reply).lower() for reply in replies + patient.new_replies())
 
 

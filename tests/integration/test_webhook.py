@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from blueprints.messaging import WEBHOOK_PATHS
 from service import payloads
 from service.webhook import sign
 from tests.integration.whatsapp import post_signed
@@ -42,29 +43,49 @@ def _text_payload(body: str = "hola") -> dict:
     return payloads.envelope([payloads.message_value(WA_ID, payloads.text_message(body))])
 
 
+@pytest.mark.parametrize("path", WEBHOOK_PATHS)
 @pytest.mark.parametrize(
     "signature",
     [None, "", "sha256=", "sha256=" + "0" * 64, "sha1=abc", "sha256=" + "g" * 64],
 )
-def test_a_missing_or_bad_signature_gets_401_and_changes_nothing(client, components, signature):
+def test_a_missing_or_bad_signature_gets_401_and_changes_nothing(
+    client, components, fake_graph, signature, path
+):
     raw = payloads.encode(_text_payload())
     headers = {"X-Hub-Signature-256": signature} if signature is not None else {}
-    response = client.post("/webhook", data=raw, content_type="application/json", headers=headers)
+    response = client.post(path, data=raw, content_type="application/json", headers=headers)
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthorized"
     assert components.repos.conversations.raw(WA_ID) is None
+    assert fake_graph.messages == []
 
 
-def test_a_signature_over_other_bytes_is_refused(client, components):
+@pytest.mark.parametrize("path", WEBHOOK_PATHS)
+def test_a_signature_over_other_bytes_is_refused(client, components, fake_graph, path):
     raw = payloads.encode(_text_payload())
     response = client.post(
-        "/webhook",
+        path,
         data=raw + b" ",
         content_type="application/json",
         headers={"X-Hub-Signature-256": sign(SECRET, raw)},
     )
     assert response.status_code == 401
     assert components.repos.conversations.raw(WA_ID) is None
+    assert fake_graph.messages == []
+
+
+def test_the_refusal_tests_cover_every_path_that_receives_deliveries(app):
+    """A new webhook alias must be added to WEBHOOK_PATHS, or the tests above miss it."""
+    receiving = {
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("messaging.receive")
+    }
+    assert (
+        receiving
+        == set(WEBHOOK_PATHS)
+        == {"/getIncomingMessages", "/getIncomingMessage", "/webhook"}
+    )
 
 
 @pytest.mark.parametrize("path", ["/getIncomingMessages", "/webhook", "/getIncomingMessage"])

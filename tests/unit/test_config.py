@@ -195,3 +195,40 @@ def test_a_cloud_run_container_refuses_to_start_as_development(app_env):
 def test_a_cloud_run_container_starts_in_production():
     config = Config.from_env({**PRODUCTION, "K_SERVICE": "intake"})
     assert config.is_production and config.trusted_proxy_hops == 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "per_process"),
+    [
+        ({}, 2),
+        ({"GUNICORN_THREADS": "8"}, 2),
+        ({"GUNICORN_THREADS": "2"}, 1),
+        ({"GUNICORN_THREADS": "1"}, 1),
+        ({"GUNICORN_THREADS": "8", "EXPORT_CONCURRENCY": "5"}, 5),
+        ({"EXPORT_CONCURRENCY": "3"}, 3),
+    ],
+)
+def test_the_export_limit_leaves_a_request_thread_to_the_webhook(environ, per_process):
+    config = Config.from_env({"APP_ENV": "test", **environ})
+    assert config.exports_per_process == per_process
+    assert config.export_concurrency_per_account == 1
+
+
+def test_an_export_limit_as_large_as_the_thread_count_is_refused():
+    with pytest.raises(ConfigError, match=r"EXPORT_CONCURRENCY \(4\) must be less than"):
+        Config.from_env({"GUNICORN_THREADS": "4", "EXPORT_CONCURRENCY": "4"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXPORT_CONCURRENCY", "0"),
+        ("EXPORT_CONCURRENCY", "two"),
+        ("EXPORT_CONCURRENCY_PER_ACCOUNT", "0"),
+        ("EXPORT_CONCURRENCY_PER_ACCOUNT", "65"),
+        ("GUNICORN_THREADS", "-1"),
+    ],
+)
+def test_a_malformed_export_limit_is_refused(name, value):
+    with pytest.raises(ConfigError, match=f"{name} must be a whole number"):
+        Config.from_env({name: value})

@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -56,3 +58,39 @@ def test_a_malformed_spec_is_refused(spec, complaint):
     assert any(complaint in problem for problem in spec_problems(spec))
     with pytest.raises(ValueError, match=complaint):
         Failpoints(spec)
+
+
+def test_a_pause_holds_the_thread_until_released():
+    failpoints = Failpoints("export.building:pause")
+    done = threading.Event()
+
+    def reach() -> None:
+        failpoints.hit("export.building")
+        done.set()
+
+    thread = threading.Thread(target=reach)
+    thread.start()
+    assert failpoints.wait_until_reached("export.building", timeout=5)
+    assert not done.wait(0.3)  # still held
+    failpoints.release("export.building")
+    assert done.wait(5)
+    thread.join()
+    failpoints.hit("export.building")  # released for good: later arrivals pass at once
+
+
+def test_a_pause_nobody_releases_ends_after_its_seconds():
+    failpoints = Failpoints("export.building:pause=0.2")
+    began = time.monotonic()
+    failpoints.hit("export.building")
+    assert 0.2 <= time.monotonic() - began < 5
+
+
+def test_waiting_for_a_point_not_reached_gives_up_after_the_timeout():
+    failpoints = Failpoints("export.building:pause")
+    assert not failpoints.wait_until_reached("export.building", timeout=0.1)
+
+
+def test_only_a_pause_takes_seconds():
+    assert spec_problems("export.building:pause=1.5@2") == []
+    [problem] = spec_problems("export.building:raise=2")
+    assert "only pause takes =SECONDS" in problem
