@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format bench soak tools chromium clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed: install python3.11 and run make again"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The project itself, editable: tests, benches and tools import it from any directory.
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 tools:
@@ -20,7 +22,7 @@ tools:
 	@[ -d "$$(dirname "$$(dirname "$$(readlink -f "$$(command -v gcloud)")")")/platform/cloud-firestore-emulator" ] || { echo "the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or apt-get install google-cloud-cli-firestore-emulator)"; exit 1; }
 
 run: tools $(STAMP)
-	$(PY) -m service.devstack
+	$(PY) -m devtools.devstack
 
 # The browser test drives Debian's chromium (Playwright's own browser download does not work here).
 chromium:
@@ -34,6 +36,7 @@ test: tools chromium $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import bench_stack, fresh_components, median  # noqa: E402
-from service.archive import archive_record  # noqa: E402
-from tests.records import numbered_record  # noqa: E402
+from bench.common import bench_stack, fresh_components, median
+from service.archive.records import archive_record
+from tests.records import numbered_record
 
 
 def run(sizes: list[int], runs: int, writers: int) -> None:

@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service import devstack, payloads
-from service.components import Components, build_components
-from service.config import Config
-from service.devstack import LocalStack
-from service.flow.engine import advance
-from service.flow.questionnaire import load_questionnaire
-from service.identity import PatientIdentity
-from service.webhook import parse_payload, sign
-from service.whatsapp import addressed, reply_payload
+from devtools import devstack, payloads
+from devtools.devstack import LocalStack
+from service.conversation.flow.engine import advance
+from service.conversation.flow.questionnaire import load_questionnaire
+from service.domain.identity import PatientIdentity
+from service.shell.components import Components, build_components
+from service.shell.config import Config
+from service.whatsapp.graph import addressed, reply_payload
+from service.whatsapp.webhook import parse_payload, sign
 from tests.fakes.kms import FakeKms
 
 PROJECT_ID = "intake-bench"

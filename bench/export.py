@@ -38,24 +38,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pyzipper
 
-import pyzipper  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     bench_stack,
     fresh_components,
     gcs_filesystem_backend,
     median,
 )
-from repositories import archive as archive_module  # noqa: E402
-from service import providers as provider_service  # noqa: E402
-from service.archive import archive_record, seal_days  # noqa: E402
-from service.components import Components  # noqa: E402
-from service.export import write_csv, write_xlsx  # noqa: E402
-from service.passwords import export_password, today_utc  # noqa: E402
-from service.record import from_json  # noqa: E402
-from tests.records import numbered_record  # noqa: E402
+from repositories import archive as archive_module
+from service.accounts import providers as provider_service
+from service.archive.records import archive_record, seal_days
+from service.domain.passwords import export_password, today_utc
+from service.domain.record import from_json
+from service.exports.formats import write_csv, write_xlsx
+from service.shell.components import Components
+from tests.records import numbered_record
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SAMPLE = 5000  # records for the single-thread cost measurements
@@ -275,12 +273,12 @@ class _Timings(logging.Handler):
 
 
 def child(file_format: str, result_path: Path) -> None:
-    from service.app import create_app
-    from service.config import Config
+    from service.shell.app import create_app
+    from service.shell.config import Config
 
     app = create_app(Config.from_env(os.environ))
     timings = _Timings()
-    logging.getLogger("service.exports").addHandler(timings)
+    logging.getLogger("service.exports.build").addHandler(timings)
     client = app.test_client()
     rss_before = _peak_rss_mb()
     headers = {"Authorization": f"Bearer {os.environ['BENCH_PROVIDER_TOKEN']}"}

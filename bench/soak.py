@@ -69,14 +69,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import openpyxl
+import pyzipper
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import openpyxl  # noqa: E402
-import pyzipper  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     bench_stack,
     fresh_components,
     gcs_filesystem_backend,
@@ -85,14 +82,14 @@ from bench.common import (  # noqa: E402
     replay,
     signed_webhook,
 )
-from repositories.archive import record_id_of_object  # noqa: E402
-from service import providers as provider_service  # noqa: E402
-from service.components import Components  # noqa: E402
-from service.devstack import LocalStack  # noqa: E402
-from service.passwords import export_password  # noqa: E402
-from service.record import new_record_id, to_dict  # noqa: E402
-from tests.fakes.graph import FakeGraphApi  # noqa: E402
-from tests.integration.servers import gunicorn  # noqa: E402
+from devtools.devstack import LocalStack
+from repositories.archive import record_id_of_object
+from service.accounts import providers as provider_service
+from service.domain.passwords import export_password
+from service.domain.record import new_record_id, to_dict
+from service.shell.components import Components
+from tests.fakes.graph import FakeGraphApi
+from tests.integration.servers import gunicorn
 
 MAX_MINUTES = 30
 WORKERS, THREADS = 2, 8

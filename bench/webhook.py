@@ -19,17 +19,15 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     bench_stack,
     fresh_components,
     inbound_message,
     replay,
     signed_webhook,
 )
-from tests.fakes.graph import FakeGraphApi  # noqa: E402
-from tests.integration.servers import gunicorn  # noqa: E402
+from tests.fakes.graph import FakeGraphApi
+from tests.integration.servers import gunicorn
 
 SCRIPT = [
     ("text", "hello"), ("button", "language:en"), ("button", "consent:yes"),

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from flask import g, request
 
-from service.components import current_components
-from service.providers import RequestOrigin, authenticate
+from blueprints.context import current_components
+from service.accounts.providers import authenticate
+from service.accounts.ratelimit import RequestOrigin
 
 
 def request_origin() -> RequestOrigin:
@@ -24,7 +25,7 @@ def provider_required(allowed_roles: frozenset[str]) -> Callable[[Callable], Cal
     """Let the view run only for a valid, unrevoked token of one of these roles.
 
     The provider goes on `g.provider`. No default: each endpoint names the roles it admits
-    (`service.providers.PEOPLE` or `TASK_RUNNERS`).
+    (`service.accounts.providers.PEOPLE` or `TASK_RUNNERS`).
     """
 
     def decorate(view: Callable) -> Callable:

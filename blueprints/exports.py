@@ -3,10 +3,10 @@
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from blueprints.auth import provider_required, request_origin
-from service import exports as export_service
-from service.components import current_components
-from service.passwords import export_password, today_utc
-from service.providers import PEOPLE
+from blueprints.context import current_components
+from service.accounts.providers import PEOPLE
+from service.domain.passwords import export_password, today_utc
+from service.exports import build as export_service
 
 bp = Blueprint("exports", __name__)
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, jsonify
 
-from service.components import current_components
+from blueprints.context import current_components
 
 bp = Blueprint("health", __name__)
 

@@ -7,11 +7,11 @@ import hmac
 from flask import Blueprint, abort, g, jsonify, request
 
 from blueprints.auth import provider_required
-from service.components import current_components
-from service.conversation import flush_all_outboxes, handle_webhook, start_conversation
+from blueprints.context import current_components
+from service.accounts.providers import PEOPLE, TASK_RUNNERS
+from service.conversation.inbound import flush_all_outboxes, handle_webhook, start_conversation
 from service.errors import InvalidInputError, UnauthorizedError
-from service.providers import PEOPLE, TASK_RUNNERS
-from service.webhook import parse_payload, signature_valid
+from service.whatsapp.webhook import parse_payload, signature_valid
 
 bp = Blueprint("messaging", __name__)
 

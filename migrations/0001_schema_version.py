@@ -1,8 +1,13 @@
 """Record schema version 1 in the _meta/schema document."""
 
-from datetime import UTC, datetime
+from __future__ import annotations
 
-from service.components import Components
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
+    from service.shell.components import Components
+
 
 SCHEMA_VERSION = 1
 

@@ -1,7 +1,13 @@
 """Rebuild missing intakes/ index documents from the archived objects."""
 
-from service.archive import rebuild_index
-from service.components import Components
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from service.archive.records import rebuild_index
+
+if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
+    from service.shell.components import Components
 
 
 def apply(components: Components) -> None:

@@ -6,10 +6,15 @@ conditional commit, so a conversation is moved once, with its draft and queued r
 whichever comes first. Idempotent and resumable: a run stopped halfway moves the rest next time.
 """
 
+from __future__ import annotations
+
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from service.components import Components
+if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
+    from service.shell.components import Components
+
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import migrations
-from service.components import Components
+
+if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
+    from service.shell.components import Components
+
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+$")

@@ -35,15 +35,15 @@ from repositories.batches import (
     day_id,
 )
 from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
-from service.crypto import KeyMaterial, key_id_of
-from service.errors import ConflictError, GoneError, NotFoundError, ServiceError
-from service.record import (
+from service.domain.record import (
     IntakeRecord,
     InvalidRecordError,
     from_json,
     is_record_id,
     to_json,
 )
+from service.errors import ConflictError, GoneError, NotFoundError, ServiceError
+from service.keys.crypto import KeyMaterial, key_id_of
 
 logger = logging.getLogger(__name__)
 

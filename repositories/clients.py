@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from google.api_core import exceptions as google_exceptions
 from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
@@ -11,7 +13,6 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 
-from service.config import Config
 from service.errors import UnavailableError
 
 # Errors that mean "the dependency did not answer", as opposed to a bug in our request.
@@ -30,7 +31,7 @@ _NO_ANSWER = (*TRANSIENT_ERRORS, RequestException, auth_exceptions.TransportErro
 # Everything the Google clients and their transports raise when Firestore or Cloud Storage
 # fails or refuses: the transient errors above, and also refusals a caller cannot fix (a
 # document over Firestore's 1 MiB limit is InvalidArgument, an IAM change PermissionDenied),
-# and credentials that cannot be refreshed. service/app.py answers each with 503.
+# and credentials that cannot be refreshed. service/shell/app.py answers each with 503.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     google_exceptions.GoogleAPIError,
     auth_exceptions.TransportError,
@@ -61,7 +62,20 @@ FIRESTORE_CALL = {
 }
 
 
-def make_firestore_client(config: Config) -> firestore.Client:
+class StoreSettings(Protocol):
+    """The settings the stores are built from (the service's Config has them all)."""
+
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def storage_emulator_host(self) -> str | None: ...
+    @property
+    def archive_bucket(self) -> str: ...
+    @property
+    def pseudonym_key(self) -> str: ...
+
+
+def make_firestore_client(config: StoreSettings) -> firestore.Client:
     """Return a Firestore client; against the emulator when FIRESTORE_EMULATOR_HOST is set."""
     # The library reads FIRESTORE_EMULATOR_HOST itself and then uses an insecure channel
     # with the emulator's owner credentials, so nothing more is needed here.
@@ -73,7 +87,7 @@ def make_firestore_client(config: Config) -> firestore.Client:
 STORAGE_POOL_SIZE = 32
 
 
-def make_storage_client(config: Config) -> storage.Client:
+def make_storage_client(config: StoreSettings) -> storage.Client:
     """Return a Cloud Storage client; against fake-gcs-server when an emulator host is set."""
     if config.storage_emulator_host:
         client = storage.Client(

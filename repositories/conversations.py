@@ -39,9 +39,9 @@ from google.cloud import firestore
 
 from repositories.clients import TRANSIENT_ERRORS, unavailable
 from repositories.identities import CONVERSATIONS, IdentityResolver, Located, is_legacy_key
-from service.crypto import KeyMaterial, key_id_of
+from service.domain.identity import PatientIdentity, Pseudonyms, is_bsuid, is_phone
 from service.errors import ServiceError, UnavailableError
-from service.identity import PatientIdentity, Pseudonyms, is_bsuid, is_phone
+from service.keys.crypto import KeyMaterial, key_id_of
 
 logger = logging.getLogger(__name__)
 

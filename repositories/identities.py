@@ -20,7 +20,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from service.identity import PatientIdentity, Pseudonyms, is_phone
+from service.domain.identity import PatientIdentity, Pseudonyms, is_phone
 
 CONVERSATIONS = "conversations"
 LINKS = "identity_links"

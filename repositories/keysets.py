@@ -7,8 +7,8 @@ from google.cloud import storage
 from requests.exceptions import RequestException
 
 from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
-from service.crypto import StoredKeyset
 from service.errors import ConflictError
+from service.keys.crypto import StoredKeyset
 
 
 class KeysetObjectStore:

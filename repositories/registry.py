@@ -11,15 +11,14 @@ from requests.exceptions import RequestException
 
 from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
-from repositories.clients import make_firestore_client, make_storage_client
+from repositories.clients import StoreSettings, make_firestore_client, make_storage_client
 from repositories.conversations import ConversationRepository
 from repositories.exports import ExportRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
 from repositories.ratelimits import RateLimitRepository
-from service.config import Config
-from service.crypto import KeyMaterial
-from service.identity import Pseudonyms
+from service.domain.identity import Pseudonyms
+from service.keys.crypto import KeyMaterial
 
 _PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -73,7 +72,7 @@ class Repositories:
 
 
 def build_repositories(
-    config: Config, make_keys: Callable[[storage.Bucket], KeyMaterial]
+    config: StoreSettings, make_keys: Callable[[storage.Bucket], KeyMaterial]
 ) -> Repositories:
     """Create the Google clients and every repository for this process."""
     firestore_client = make_firestore_client(config)

@@ -2,7 +2,7 @@
 
 import os
 
-from service.cli import ComponentsFromEnvironment, cli
+from service.shell.cli import ComponentsFromEnvironment, cli
 
 
 def main() -> None:

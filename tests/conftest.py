@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.fakes.graph import FakeGraphApi
 from tests.fakes.kms import FakeKms
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from service.record import IntakeRecord, new_record_id
+from service.domain.record import IntakeRecord, new_record_id
 
 PATIENT_NAME = "Maria Fernanda Lopez"
 PATIENT_ADDRESS = "Calle Falsa 123, 28013 Madrid"

@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from service import graph_rules
+from devtools import graph_rules
 
 SERVICE_WINDOW_SECONDS = 24 * 60 * 60
 THROUGHPUT_WINDOW_SECONDS = 1.0

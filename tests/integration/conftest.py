@@ -8,16 +8,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from service.app import create_app
-from service.components import (
+from devtools.devstack import LocalStack
+from service.shell.app import create_app
+from service.shell.components import (
     Components,
     build_backend_readiness,
     build_components,
     build_export_slots,
     build_failure_limiter,
 )
-from service.config import CLOUD_RUN_PROXY_HOPS, Config
-from service.devstack import LocalStack
+from service.shell.config import CLOUD_RUN_PROXY_HOPS, Config
 from tests.conftest import (
     BUCKET,
     GRAPH_TOKEN,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import requests
 
-from service.app import create_app
-from service.config import Config
-from service.devstack import ROOT, free_port
+from devtools.devstack import ROOT, free_port
+from service.shell.app import create_app
+from service.shell.config import Config
 
 
 @contextlib.contextmanager

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from repositories.archive import RecordIntegrityError, object_name_for
-from service.archive import archive_record, erase_record, rebuild_index
-from service.cli import cli
+from service.archive.records import archive_record, erase_record, rebuild_index
 from service.errors import ConflictError, GoneError, NotFoundError
+from service.shell.cli import cli
 from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record, numbered_record
 
 
@@ -202,7 +202,7 @@ def test_rotation_keeps_old_records_readable_and_new_ones_use_the_new_key(compon
 
 
 def test_another_process_reads_records_encrypted_after_a_rotation_elsewhere(components, config):
-    from service.components import build_components
+    from service.shell.components import build_components
 
     other = build_components(config)
     other.keys.keyring()  # loaded before the rotation below

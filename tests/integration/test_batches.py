@@ -12,8 +12,8 @@ from google.cloud import firestore
 from repositories import archive as archive_module
 from repositories.archive import ReadStats, RecordIntegrityError
 from repositories.batches import FrameReader, FrameWriter
-from service.archive import archive_record, erase_record, seal_days
-from service.cli import cli
+from service.archive.records import archive_record, erase_record, seal_days
+from service.shell.cli import cli
 from tests.records import numbered_record
 
 DAY = date(2026, 3, 14)

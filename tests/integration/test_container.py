@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.devstack import ROOT
+from devtools.devstack import ROOT
 from tests.conftest import PROJECT_ID
 from tests.integration.servers import PRODUCTION_APP, gunicorn
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.record import reference_code
+from service.domain.record import reference_code
 from tests.integration.whatsapp import Patient, body_text, button_ids, row_ids
 
 SECRET = "dev-app-secret"
@@ -168,7 +168,7 @@ def test_stop_deletes_the_draft_and_nothing_more_is_sent(patient, components, fa
     assert len(replies) == 1
     raw = components.repos.conversations.raw(patient.wa_id)
     assert raw["status"] == "opted_out" and "draft" not in raw and raw["outbox_pending"] == 0
-    from service.conversation import flush_all_outboxes
+    from service.conversation.inbound import flush_all_outboxes
 
     flush_all_outboxes(components)
     assert patient.new_replies() == []
@@ -225,10 +225,10 @@ def test_a_stop_racing_a_confirm_leaves_no_unowned_record(patient, components, m
     import threading
     from datetime import UTC, datetime
 
-    import service.conversation as conversation
-    from service.flow.model import Inbound
-    from service.identity import PatientIdentity
-    from service.webhook import InboundMessage
+    import service.conversation.inbound as conversation
+    from service.domain.identity import PatientIdentity
+    from service.domain.turns import Inbound
+    from service.whatsapp.webhook import InboundMessage
 
     patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):

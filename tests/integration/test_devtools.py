@@ -14,20 +14,20 @@ from typing import Any
 import pytest
 import requests
 
-from blueprints.devtools import simulator_of
-from service import payloads
-from service.app import create_app
-from service.config import Config
-from service.identity import BSUID_PATTERN, PatientIdentity
-from service.passwords import export_password, today_utc
-from service.simulator import (
+from devtools import payloads
+from devtools.blueprint import simulator_of
+from devtools.simulator import (
     WEBHOOK_PATH,
     SimulatedPatient,
     post_statuses,
     send_patient_message,
 )
-from service.support import SUPPORT_FIELDS
-from service.webhook import parse_payload, signature_valid
+from service.conversation.support import SUPPORT_FIELDS
+from service.domain.identity import BSUID_PATTERN, PatientIdentity
+from service.domain.passwords import export_password, today_utc
+from service.shell.app import create_app
+from service.shell.config import Config
+from service.whatsapp.webhook import parse_payload, signature_valid
 from tests.conftest import GRAPH_TOKEN, PHONE_NUMBER_ID, PROJECT_ID
 from tests.integration.servers import simulator_server
 from tests.unit.test_graph_rules import INVALID_BODIES, VALID_BODIES
@@ -251,7 +251,7 @@ def test_the_page_escapes_what_it_is_given(client):
 
 
 def test_the_page_script_never_builds_html_from_text():
-    lines = (ROOT / "blueprints/static/devtools/chat.js").read_text().splitlines()
+    lines = (ROOT / "devtools/static/devtools/chat.js").read_text().splitlines()
     script = "\n".join(line for line in lines if not line.lstrip().startswith("//"))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 from click.testing import CliRunner
 
-from service.archive import seal_days
-from service.cli import cli
-from service.providers import create_provider
+from service.accounts.providers import create_provider
+from service.archive.records import seal_days
+from service.shell.cli import cli
 from tests.integration.test_conversation import complete_form
 from tests.integration.whatsapp import Patient, body_text
 

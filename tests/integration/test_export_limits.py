@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from service import payloads
-from service import providers as provider_service
-from service.concurrency import RETRY_AFTER_SECONDS, ExportSlots
-from service.failpoints import Failpoints
-from service.webhook import sign
+from devtools import payloads
+from service.accounts import providers as provider_service
+from service.exports.slots import RETRY_AFTER_SECONDS, ExportSlots
+from service.shell.failpoints import Failpoints
+from service.whatsapp.webhook import sign
 from tests.integration.servers import gunicorn
 from tests.records import make_record
 
@@ -71,7 +71,7 @@ def _assert_refused(response, message: str) -> None:
 def test_a_second_export_of_an_account_gets_429_with_retry_after_until_the_first_finishes(
     client, components, exports
 ):
-    from service.archive import archive_record
+    from service.archive.records import archive_record
 
     archive_record(components, make_record())
     north = _token(components, "North Clinic")
@@ -118,7 +118,7 @@ def test_an_export_that_fails_gives_its_slot_back(client, components):
 
 
 def test_an_export_stopped_by_a_bad_record_gives_its_slot_back(client, components):
-    from service.archive import archive_record
+    from service.archive.records import archive_record
 
     entry = archive_record(components, make_record())
     blob = components.repos.bucket.blob(entry.object_name)

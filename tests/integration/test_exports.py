@@ -18,13 +18,13 @@ import pyzipper
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
-from service import exports as export_service
-from service import providers as provider_service
-from service.archive import archive_record
-from service.cli import cli
+from service.accounts import providers as provider_service
+from service.archive.records import archive_record
+from service.domain.passwords import export_password, today_utc
 from service.errors import ConflictError
-from service.export import COLUMNS
-from service.passwords import export_password, today_utc
+from service.exports import build as export_service
+from service.exports.formats import COLUMNS
+from service.shell.cli import cli
 from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
 
 SUBMITTED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)

@@ -18,11 +18,11 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from service import payloads
-from service.devstack import LocalStack, free_port
-from service.providers import SCHEDULER, create_provider
-from service.record import reference_code
-from service.webhook import sign
+from devtools import payloads
+from devtools.devstack import LocalStack, free_port
+from service.accounts.providers import SCHEDULER, create_provider
+from service.domain.record import reference_code
+from service.whatsapp.webhook import sign
 from tests.fakes.kms import FakeKms, _handler_for
 from tests.integration.servers import PRODUCTION_APP, eventually_ready, gunicorn
 from tests.integration.whatsapp import Patient, post_signed
@@ -41,7 +41,7 @@ def scheduler_token(components) -> str:
 
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
-    from service import payloads
+    from devtools import payloads
     from tests.integration.whatsapp import post_signed
 
     patient.sent.append(message)
@@ -52,7 +52,7 @@ def _post_expecting_failure(patient: Patient, message: dict) -> int:
 def test_firestore_down_gets_5xx_and_the_redelivery_completes_the_step(
     patient, client, components, stack: LocalStack
 ):
-    from service import payloads
+    from devtools import payloads
 
     patient.starts_form()
     message = payloads.text_message("Maria Lopez", timestamp=patient._timestamp())
@@ -118,7 +118,7 @@ def test_storage_down_at_confirm_never_marks_the_form_completed(
     patient.presses("consent:yes")
     for answer in ("Maria Lopez", "03/02/1980", "f", "Calle Falsa 123, Madrid", "none", "none"):
         patient.says(answer)
-    from service import payloads
+    from devtools import payloads
 
     confirm = payloads.button_reply("summary:confirm", "Confirm", timestamp=patient._timestamp())
     stack.gcs.stop()

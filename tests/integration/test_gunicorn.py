@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from service import payloads
-from service.webhook import sign
+from devtools import payloads
+from service.whatsapp.webhook import sign
 from tests.integration.servers import gunicorn
 
 SECRET = "dev-app-secret"

@@ -2,9 +2,9 @@ import os
 import signal
 import time
 
-from service.components import build_backend_readiness
-from service.devstack import LocalStack
-from service.readiness import FAILING_FOR_SECONDS, READY_FOR_SECONDS
+from devtools.devstack import LocalStack
+from service.shell.components import build_backend_readiness
+from service.shell.readiness import FAILING_FOR_SECONDS, READY_FOR_SECONDS
 from tests.integration.servers import eventually_ready
 
 

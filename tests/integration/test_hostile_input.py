@@ -18,11 +18,11 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from service import payloads
-from service import providers as provider_service
-from service.app import MAX_BODY_BYTES
-from service.devstack import ROOT
-from service.webhook import sign
+from devtools import payloads
+from devtools.devstack import ROOT
+from service.accounts import providers as provider_service
+from service.shell.app import MAX_BODY_BYTES
+from service.whatsapp.webhook import sign
 from tests.integration.servers import gunicorn
 from tests.integration.whatsapp import Patient
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from service import payloads
-from service.cli import cli
-from service.providers import create_provider
+from devtools import payloads
+from service.accounts.providers import create_provider
+from service.shell.cli import cli
 from tests.integration.test_conversation import complete_form
 from tests.integration.test_exports import csv_rows, export_and_fetch, xlsx_rows
 from tests.integration.whatsapp import Patient, body_text, post_signed

@@ -7,9 +7,9 @@ import logging
 
 from click.testing import CliRunner
 
-from service.app import create_app
-from service.cli import cli
-from service.components import build_components
+from service.shell.app import create_app
+from service.shell.cli import cli
+from service.shell.components import build_components
 from tests.records import make_record
 
 

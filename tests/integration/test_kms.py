@@ -13,7 +13,7 @@ from google.cloud import kms_v1
 from tink import aead, secret_key_access
 from tink.proto import tink_pb2
 
-from service.kms import KmsAead, KmsUnavailableError, make_kms_client
+from service.keys.kms import KmsAead, KmsUnavailableError, make_kms_client
 from tests.fakes.kms import FakeKms
 
 KEY_NAME = "projects/intake-test/locations/global/keyRings/intake/cryptoKeys/keyset-kek"

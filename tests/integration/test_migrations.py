@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from migrations.runner import MigrationError, discover, run_migrations
-from service.cli import cli
+from service.shell.cli import cli
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def _written_before_0003(components, phone: str) -> None:
     """Rewrite a patient's conversation as the service wrote it before 0003: named by the phone
     number, no sealed identity, the draft and every queued reply sealed for that path, and the
     replies addressed with `to`."""
-    from service.crypto import key_id_of
+    from service.keys.crypto import key_id_of
 
     conversations = components.repos.conversations
     key = conversations.find(phone)

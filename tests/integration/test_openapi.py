@@ -20,10 +20,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from service import providers as provider_service
-from service.app import create_app
-from service.archive import archive_record
-from service.devstack import ROOT
+from devtools.devstack import ROOT
+from service.accounts import providers as provider_service
+from service.archive.records import archive_record
+from service.shell.app import create_app
 from tests.records import make_record
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.providers import SCHEDULER, create_provider
+from service.accounts.providers import SCHEDULER, create_provider
 from tests.integration.whatsapp import Patient, body_text
 
 SECRET = "dev-app-secret"
@@ -243,7 +243,7 @@ def test_a_send_that_times_out_after_meta_took_it_is_delivered_at_least_once(
     Meta had taken the first attempt the patient sees it twice. So such a send is not retried
     within the request (no burst of copies); the outbox retries it once later: at least once,
     never lost, and once an attempt is acknowledged (wamid), nothing sends it again."""
-    from service import whatsapp
+    from service.whatsapp import graph as whatsapp
 
     monkeypatch.setattr(whatsapp, "_READ_TIMEOUT", 0.5)  # the real one is 10 s
     patient.says("hello")
@@ -273,7 +273,7 @@ def test_fifteen_minutes_of_graph_outage_loses_no_reply_that_could_still_be_deli
 ):
     """Cloud Scheduler flushes once a minute: 15 failing flushes are 15 minutes of outage.
     A reply is never given up for how often it failed, only once Meta could not deliver it."""
-    from service.conversation import flush_all_outboxes
+    from service.conversation.inbound import flush_all_outboxes
 
     patient.says("hello")
     fake_graph.fail_next(3, status=503, code=2)  # the send inside the webhook request fails
@@ -294,7 +294,7 @@ def test_a_reply_whose_window_closed_during_an_outage_is_dropped_counted_and_log
 ):
     from datetime import UTC, datetime, timedelta
 
-    from service.conversation import flush_all_outboxes
+    from service.conversation.inbound import flush_all_outboxes
 
     patient.says("hello")
     fake_graph.fail_next(3, status=503, code=2)
@@ -317,7 +317,7 @@ def test_the_outbox_is_bounded_while_nothing_can_be_sent(patient, fake_graph, co
     """An expired token sends nothing for hours; the patient keeps writing. The document must
     stay far below Firestore's 1 MiB, and the webhook must keep answering 200."""
     from repositories.conversations import MAX_OUTBOX
-    from service.conversation import flush_all_outboxes
+    from service.conversation.inbound import flush_all_outboxes
 
     patient.starts_form()
     fake_graph.expire_token()

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from service import providers as provider_service
-from service.cli import cli
+from service.accounts import providers as provider_service
 from service.errors import NotFoundError
+from service.shell.cli import cli
 
 
 def _create(components, name="North Clinic", role="staff"):

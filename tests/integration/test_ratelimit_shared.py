@@ -10,14 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from devtools.devstack import free_port
 from repositories.clients import make_firestore_client
 from repositories.ratelimits import RateLimitRepository
-from service import exports as export_service
-from service import providers as provider_service
-from service.app import create_app
-from service.components import build_components
-from service.devstack import free_port
-from service.ratelimit import SharedFailureLimiter
+from service.accounts import providers as provider_service
+from service.accounts.ratelimit import SharedFailureLimiter
+from service.exports import build as export_service
+from service.shell.app import create_app
+from service.shell.components import build_components
 from tests.integration.servers import gunicorn
 
 BAD = {"Authorization": "Bearer ipt_0123456789abcdef_guess"}

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import pyzipper
 
-from service.identity import PatientIdentity
-from service.simulator import SimulatedPatient
+from devtools.simulator import SimulatedPatient
+from service.domain.identity import PatientIdentity
 from tests.integration.servers import simulator_server
 
 ROOT = Path(__file__).resolve().parents[2]

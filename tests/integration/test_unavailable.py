@@ -13,12 +13,12 @@ import pytest
 from flask import Flask
 from google.api_core.exceptions import InvalidArgument
 
+from devtools import payloads
+from devtools.devstack import LocalStack, free_port
 from repositories.archive import ArchiveRepository
-from service import payloads
-from service.app import create_app
-from service.components import build_components
-from service.devstack import LocalStack, free_port
-from service.providers import create_provider
+from service.accounts.providers import create_provider
+from service.shell.app import create_app
+from service.shell.components import build_components
 from tests.integration.whatsapp import Patient, post_signed
 from tests.records import make_record
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from blueprints.messaging import WEBHOOK_PATHS
-from service import payloads
-from service.webhook import sign
+from devtools import payloads
+from service.whatsapp.webhook import sign
 from tests.integration.whatsapp import post_signed
 
 SECRET = "dev-app-secret"  # the test config's WHATSAPP_APP_SECRET (the development default)

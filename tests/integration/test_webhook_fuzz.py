@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blueprints.messaging import WEBHOOK_PATHS
-from service import payloads
-from service.webhook import sign
+from devtools import payloads
+from service.whatsapp.webhook import sign
 
 SECRET = "dev-app-secret"
 FUZZ = settings(

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from service import payloads
-from service.webhook import sign
+from devtools import payloads
+from service.whatsapp.webhook import sign
 from tests.fakes.graph import FakeGraphApi
 
 

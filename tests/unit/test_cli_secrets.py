@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from service.cli import ComponentsFromEnvironment, cli
-from service.config import Config
+from service.shell.cli import ComponentsFromEnvironment, cli
+from service.shell.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["SECRET_KEY", "ZIP_PASSWORD", "WHATSAPP_VERIFY_TOKEN", "PSEUDONYM_KEY"]

@@ -1,7 +1,7 @@
 import pytest
 
-from service.concurrency import ExportSlots
 from service.errors import RateLimitedError
+from service.exports.slots import ExportSlots
 
 
 def test_an_account_past_its_limit_is_refused_with_retry_after_while_others_get_in():

@@ -1,7 +1,7 @@
 import pytest
 
-from service.config import DEV_SECRETS, Config, generate_secrets, secret_weakness
 from service.errors import ConfigError
+from service.shell.config import DEV_SECRETS, Config, generate_secrets, secret_weakness
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -98,7 +98,7 @@ def test_a_malformed_failpoint_spec_or_lease_is_refused(name, value):
 
 
 def test_components_refuse_failpoints_in_a_production_config_built_in_code():
-    from service.components import build_components
+    from service.shell.components import build_components
 
     production = Config(app_env="production", failpoints="conversation.after_commit:kill")
     with pytest.raises(ConfigError, match="INTAKE_FAILPOINTS"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import payloads
-from service.config import Config
-from service.dev_graph import GraphInbox, display
+from devtools import payloads
+from devtools.dev_graph import GraphInbox, display
+from service.shell.config import Config
 
 CONFIG = Config(meta_access_token="token", whatsapp_phone_number_id="123")
 AUTH = "Bearer token"

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 import pytest
 from openpyxl import load_workbook
 
-from service.export import (
+from service.exports.formats import (
     COLUMNS,
     is_formula_like,
     neutralise,

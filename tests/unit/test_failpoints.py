@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from service.failpoints import FailpointError, Failpoints, spec_problems
+from service.shell.failpoints import FailpointError, Failpoints, spec_problems
 
 
 def test_no_spec_arms_nothing_and_every_point_passes():
@@ -36,7 +36,7 @@ def test_a_counted_failpoint_fires_only_the_nth_time():
 
 def test_a_kill_failpoint_ends_the_process_with_sigkill():
     code = (
-        "from service.failpoints import Failpoints\n"
+        "from service.shell.failpoints import Failpoints\n"
         "Failpoints('conversation.archive_stored:kill').hit('conversation.archive_stored')\n"
         "print('survived')\n"
     )

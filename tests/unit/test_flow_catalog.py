@@ -5,9 +5,9 @@ from importlib import resources
 
 import pytest
 
-from service.flow import catalog
-from service.flow.catalog import LANGUAGES, keys, placeholders, say, text
-from service.flow.questionnaire import load_questionnaire, parse_questionnaire
+from service.conversation.flow import catalog
+from service.conversation.flow.catalog import LANGUAGES, keys, placeholders, say, text
+from service.conversation.flow.questionnaire import load_questionnaire, parse_questionnaire
 
 # Long stand-ins for every placeholder, so a length check covers the worst case.
 SAMPLE_PARAMS = {"reference": "WWWW-WWWW-WWWW-WWWW"}
@@ -19,7 +19,7 @@ MAX_TEXT_BODY = 4096
 
 
 def _v1_data() -> dict:
-    source = resources.files("service.flow").joinpath("questionnaire_v1.json")
+    source = resources.files("service.conversation.flow").joinpath("questionnaire_v1.json")
     return json.loads(source.read_text(encoding="utf-8"))
 
 

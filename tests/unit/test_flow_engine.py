@@ -7,11 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.flow.catalog import text
-from service.flow.engine import advance, invite
-from service.flow.model import STATUSES, ConversationState, Inbound, Reply, Step
-from service.flow.questionnaire import load_questionnaire
-from service.record import from_dict, reference_code
+from service.conversation.flow.catalog import text
+from service.conversation.flow.engine import advance, invite
+from service.conversation.flow.questionnaire import load_questionnaire
+from service.domain.record import from_dict, reference_code
+from service.domain.turns import STATUSES, ConversationState, Inbound, Reply, Step
 
 QUESTIONNAIRE = load_questionnaire("1")
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.flow import validators
-from service.flow.questionnaire import load_questionnaire
-from service.flow.validators import (
+from service.conversation.flow import validators
+from service.conversation.flow.questionnaire import load_questionnaire
+from service.conversation.flow.validators import (
     AnswerError,
     check_date_of_birth,
     normalize,
@@ -16,7 +16,7 @@ from service.flow.validators import (
     parse_list,
     parse_name,
 )
-from service.record import InvalidRecordError, validate
+from service.domain.record import InvalidRecordError, validate
 from tests.records import make_record
 
 TODAY = date(2026, 3, 1)

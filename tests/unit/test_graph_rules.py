@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.graph_rules import (
+from devtools.graph_rules import (
     INVALID_PARAMETER,
     PARAMETER_VALUE_INVALID,
     REQUIRED_PARAMETER_MISSING,

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from service.logging import JsonFormatter, mask_phone
+from service.shell.logging import JsonFormatter, mask_phone
 
 
 @pytest.mark.parametrize(

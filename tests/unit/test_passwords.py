@@ -1,6 +1,6 @@
 from datetime import UTC, date, datetime
 
-from service.passwords import export_password, today_utc
+from service.domain.passwords import export_password, today_utc
 
 
 def test_the_password_is_stable_for_a_day_and_changes_the_next():

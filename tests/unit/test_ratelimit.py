@@ -1,5 +1,5 @@
+from service.accounts.ratelimit import FailureLimiter, SharedFailureLimiter, Throttle
 from service.errors import UnavailableError
-from service.ratelimit import FailureLimiter, SharedFailureLimiter, Throttle
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from service.readiness import CachedProbe
+from service.shell.readiness import CachedProbe
 
 READY = {"firestore": None, "storage": None}
 FAILING = {"firestore": "ServiceUnavailable", "storage": None}

@@ -5,8 +5,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from service.errors import InvalidInputError
-from service.record import (
+from service.domain.record import (
     SCHEMA_VERSION,
     IntakeRecord,
     InvalidRecordError,
@@ -20,6 +19,7 @@ from service.record import (
     to_json,
     validate,
 )
+from service.errors import InvalidInputError
 
 SUBMITTED_AT = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 

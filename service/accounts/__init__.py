@@ -1,0 +1,1 @@
+"""Accounts: provider tokens, roles, and limits on failed attempts."""

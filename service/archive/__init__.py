@@ -1,0 +1,2 @@
+"""The encrypted archive of completed intake records: archive, read, erase, rebuild, seal,
+re-encrypt."""

@@ -1,0 +1,1 @@
+"""Key material: the Tink keyset and the Cloud KMS key that wraps it."""

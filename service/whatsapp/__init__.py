@@ -1,0 +1,1 @@
+"""The WhatsApp adapter: Graph API client (sending) and webhook parsing (receiving)."""
