@@ -46,7 +46,7 @@ from bench.common import (
     gcs_filesystem_backend,
     median,
 )
-from repositories import archive as archive_module
+from repositories.archive import reads as archive_module
 from service.accounts import providers as provider_service
 from service.archive.records import archive_record, seal_days
 from service.domain.passwords import export_password, today_utc
@@ -166,7 +166,7 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
     count = len(records)
     csv_megabytes = len(csv_file.getvalue()) / 1e6
     return {
-        f"index read (pages of {archive_module._PAGE_SIZE})": (
+        f"index read (pages of {archive_module.PAGE_SIZE})": (
             size / index_seconds,
             f"{index_seconds:.1f} s",
         ),

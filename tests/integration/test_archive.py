@@ -165,9 +165,9 @@ def test_iter_records_yields_the_date_range_in_submitted_order(components):
 
 
 def test_iter_records_pages_past_the_first_page(components, monkeypatch):
-    import repositories.archive as archive_module
+    import repositories.archive.reads as archive_module
 
-    monkeypatch.setattr(archive_module, "_PAGE_SIZE", 7)
+    monkeypatch.setattr(archive_module, "PAGE_SIZE", 7)
     records = [numbered_record(index) for index in range(23)]
     for record in records:
         archive_record(components, record)

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from repositories import archive as archive_module
 from repositories.archive import ReadStats, RecordIntegrityError
+from repositories.archive import reads as archive_module
 from repositories.batches import FrameReader, FrameWriter
 from service.archive.records import archive_record, erase_record, seal_days
 from service.shell.cli import cli
