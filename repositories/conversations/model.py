@@ -1,0 +1,154 @@
+"""The values of a stored conversation (state, updates, queued replies, send results) and the
+rules on them that need no I/O: how replies are leased and how drops are counted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core.exceptions import (
+    DeadlineExceeded,
+    ServiceUnavailable,
+)
+from google.api_core.retry import Retry, if_exception_type
+from google.cloud import firestore
+
+from repositories.identities import CONVERSATIONS
+from service.domain.identity import PatientIdentity, is_bsuid, is_phone
+from service.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+COLLECTION = CONVERSATIONS
+PROCESSED_IDS_KEPT = 200  # Meta redelivers for up to 7 days; far more than a form's messages
+SENT_KEPT = 50
+# While nothing can be sent (an expired token, a long outage) every message still queues its
+# replies; a document must stay far below Firestore's 1 MiB. A sealed reply is at most ~6 KB
+# (a 4,096-character body, UTF-8, sealed): 40 of them stay under 250 KB. Past the bound the
+# oldest replies go (they answer messages the patient has since followed up), counted and
+# logged like every other drop.
+MAX_OUTBOX = 40
+ATTEMPTS = 20
+# Racing processes settle within milliseconds; past this the webhook answers 503 (Meta retries)
+# rather than hold a worker thread.
+CONTENTION_BUDGET_SECONDS = 5.0
+# Each read and commit gives up within seconds when Firestore is unreachable (the library's
+# default retries for 60 s), so the webhook answers 503 and Meta retries.
+CALL_TIMEOUT_SECONDS = 5.0
+CALL_RETRY = Retry(
+    predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
+    timeout=CALL_TIMEOUT_SECONDS,
+)
+CALL = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
+
+
+class ConversationIntegrityError(ServiceError):
+    """A stored draft or reply failed authentication: never silently reset a patient's form."""
+
+    status = 500
+    code = "conversation_integrity"
+
+
+@dataclass
+class StoredConversation:
+    key: str
+    exists: bool
+    fields: dict[str, Any]
+    draft: dict[str, Any]
+    identity: PatientIdentity | None = None  # as stored, updated with what the message says
+
+
+@dataclass
+class ConversationUpdate:
+    fields: dict[str, Any]
+    draft: dict[str, Any] | None  # None deletes the draft
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    drop_outbox: bool = False  # the patient stopped: nothing queued is sent any more
+    # Writes to other documents that must commit with this one (e.g. an archive index entry);
+    # each stages its write on the batch it is given.
+    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    key: str
+    wamid: str | None = None
+    error_code: int | None = None
+    drop: bool = False
+    attempted: bool = False  # a send was tried (released replies behind it were not)
+    reason: str | None = None  # why a dropped reply was dropped, for support staff
+
+
+@dataclass
+class Change:
+    """What to commit if the conversation is still as it was read."""
+
+    fields: dict[str, Any]
+    replace: bool = False  # the whole document: fields not in `fields` are deleted
+    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    key: str
+    payload: dict[str, Any]  # the message without its recipient: see Claim.identity
+    attempts: int  # sends tried so far (not claims: a claimed reply may never be tried)
+    stored: dict[str, Any] = field(repr=False, default_factory=dict)  # exactly as written
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Replies leased to the caller, and whom to send them to (as the conversation knows now)."""
+
+    conversation: str
+    identity: PatientIdentity | None
+    items: list[OutboxItem] = field(default_factory=list)
+    # When the patient last wrote: free-form replies can be delivered for 24 h after it.
+    last_inbound_at: datetime | None = None
+
+
+def identity_of(who: PatientIdentity | str) -> PatientIdentity | None:
+    if isinstance(who, PatientIdentity):
+        return who
+    if is_phone(who):
+        return PatientIdentity(phone=who)
+    if is_bsuid(who):
+        return PatientIdentity(bsuid=who)
+    return None
+
+
+def merged(stored: PatientIdentity | None, newer: PatientIdentity) -> PatientIdentity:
+    return newer if stored is None else stored.merged(newer)
+
+
+def claim_replies(
+    outbox: list[dict[str, Any]], now: datetime, lease: timedelta
+) -> list[dict[str, Any]]:
+    """Lease the replies up to the first one leased by someone else (in place); return them.
+
+    Replies go out in order: while an earlier reply is leased (another process is sending it,
+    or died holding it), the later ones wait for it rather than overtake it.
+    """
+    claimed = []
+    for item in outbox:
+        if item.get("claimed_until") and item["claimed_until"] > now:
+            break
+        item["claimed_until"] = now + lease
+        claimed.append(item)
+    return claimed
+
+
+def count_drops(
+    fields: dict[str, Any],
+    count: int,
+    reason: str | None,
+    now: datetime,
+    current: dict[str, Any] | None = None,
+) -> None:
+    """Add dropped replies to the counts support staff see on the conversation."""
+    before = fields.get("dropped_replies", (current or {}).get("dropped_replies", 0))
+    fields["dropped_replies"] = before + count
+    fields["last_drop"] = {"reason": reason, "at": now}

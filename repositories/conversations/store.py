@@ -1,0 +1,274 @@
+"""Reading and conditionally writing conversation documents: sealing, where a patient's
+conversation is, and the read-decide-commit every change goes through."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import tink
+from google.api_core.exceptions import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+)
+from google.cloud import firestore
+
+from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.conversations.model import (
+    ATTEMPTS,
+    CALL,
+    COLLECTION,
+    CONTENTION_BUDGET_SECONDS,
+    MAX_OUTBOX,
+    PROCESSED_IDS_KEPT,
+    SENT_KEPT,
+    Change,
+    Claim,
+    ConversationIntegrityError,
+    ConversationUpdate,
+    OutboxItem,
+    StoredConversation,
+    count_drops,
+    identity_of,
+)
+from repositories.identities import IdentityResolver, Located, is_legacy_key
+from service.domain.identity import PatientIdentity, Pseudonyms
+from service.errors import UnavailableError
+from service.keys.crypto import KeyMaterial, key_id_of
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationStore:
+    """Sealed conversation documents, found by pseudonym, changed by conditional commits."""
+
+    def __init__(self, client: firestore.Client, keys: KeyMaterial, pseudonyms: Pseudonyms) -> None:
+        self._client = client
+        self._collection = client.collection(COLLECTION)
+        self._keys = keys
+        self._identities = IdentityResolver(client, pseudonyms, self._sealed_identity, CALL)
+
+    def _path(self, key: str) -> str:
+        return f"{COLLECTION}/{key}"
+
+    # -- sealing -------------------------------------------------------------------------
+    def _seal(self, value: Any, associated: str) -> bytes:
+        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        return self._keys.keyring().encrypt(plaintext, associated.encode())
+
+    def _unseal(self, sealed: bytes, associated: str) -> Any:
+        keyring = self._keys.keyring_for(key_id_of(sealed))
+        try:
+            return json.loads(keyring.decrypt(sealed, associated.encode()))
+        except tink.TinkError:
+            key = associated.split("/", 1)[-1].split("#", 1)[0]
+            # A document written before migration 0003 is named by the phone number.
+            name = "a phone-keyed conversation" if is_legacy_key(key) else key[:12]
+            logger.error(
+                "stored conversation state failed authentication", extra={"conversation": name}
+            )
+            raise ConversationIntegrityError(
+                "a stored conversation failed authentication"
+            ) from None
+
+    def _sealed_identity(self, snapshot: firestore.DocumentSnapshot) -> PatientIdentity | None:
+        if is_legacy_key(snapshot.id):
+            return PatientIdentity(phone=snapshot.id)
+        sealed = (snapshot.to_dict() or {}).get("identity")
+        if not sealed:
+            return None
+        return PatientIdentity.from_dict(
+            self._unseal(sealed, f"{snapshot.reference.path}#identity")
+        )
+
+    def _stored(self, located: Located) -> StoredConversation:
+        """Open the conversation's current state; a document being moved is re-sealed for its
+        new path (associated data names the document)."""
+        snapshot = located.current
+        if not snapshot.exists:
+            return StoredConversation(located.key, False, {}, {})
+        data = snapshot.to_dict() or {}
+        identity = self._sealed_identity(snapshot)
+        data.pop("identity", None)
+        sealed = data.pop("draft", None)
+        source = snapshot.reference.path
+        draft = self._unseal(sealed, source) if sealed else {}
+        if source != self._path(located.key):
+            data["outbox"] = [
+                self._reseal_item(item, source, located.key) for item in data.get("outbox", [])
+            ]
+        for folded in located.folded:  # keep who invited the patient, and when
+            invitation = folded.to_dict() or {}
+            for name in ("invited_at", "invited_by"):
+                if name not in data and invitation.get(name) is not None:
+                    data[name] = invitation[name]
+        return StoredConversation(located.key, True, data, draft, identity)
+
+    def _reseal_item(self, item: dict[str, Any], source: str, key: str) -> dict[str, Any]:
+        suffix = f"#outbox:{item['key']}"
+        payload = self._unseal(item["sealed"], source + suffix)
+        return {**item, "sealed": self._seal(payload, self._path(key) + suffix)}
+
+    # -- reads ---------------------------------------------------------------------------
+    def find(self, who: PatientIdentity | str) -> str | None:
+        """Return the key of a patient's conversation (given an identity, a phone number's
+        digits, a BSUID or a key), or None when they have none."""
+        located = self._located(who)
+        return located.key if located is not None and located.current.exists else None
+
+    def get(self, who: PatientIdentity | str) -> StoredConversation:
+        located = self._located(who)
+        if located is None:
+            return StoredConversation("", False, {}, {})
+        return self._stored(located)
+
+    def raw(self, who: PatientIdentity | str) -> dict[str, Any] | None:
+        """The document exactly as stored (what the Firestore console shows)."""
+        located = self._located(who)
+        if located is None or not located.current.exists:
+            return None
+        return located.current.to_dict()
+
+    def _located(self, who: PatientIdentity | str) -> Located | None:
+        identity = identity_of(who)
+        try:
+            if identity is not None:
+                return self._identities.locate(identity)
+            assert isinstance(who, str)
+            snapshot = self._collection.document(who).get(**CALL)
+        except TRANSIENT_ERRORS as error:
+            raise unavailable("Firestore", error) from error
+        return Located(who, snapshot) if snapshot.exists else None
+
+    def with_pending_outbox(self, limit: int = 500) -> list[str]:
+        query = self._collection.where(filter=firestore.FieldFilter("outbox_pending", ">", 0))
+        return [snapshot.id for snapshot in query.limit(limit).stream()]
+
+    def keys(self) -> list[str]:
+        """Every conversation's document id (for migrations and scans)."""
+        return [reference.id for reference in self._collection.list_documents()]
+
+    def _locate(self, lookup: PatientIdentity, target: PatientIdentity) -> Located:
+        located = self._identities.locate(lookup, target)
+        assert located is not None  # with a target, locate() always names a place
+        return located
+
+    def _claim_of(self, stored: StoredConversation, items: list[dict[str, Any]]) -> Claim:
+        last = stored.fields.get("last_inbound_at")
+        return Claim(stored.key, stored.identity, self._opened(stored.key, items), last)
+
+    def _read_modify_write(
+        self,
+        locate: Callable[[], Located],
+        attempt: Callable[[Located], tuple[Any, Change | None]],
+    ) -> Any:
+        """Read the documents, let attempt() decide, commit its change if nobody wrote
+        meanwhile; attempt() runs again on fresh state when another process won the race."""
+        deadline = time.monotonic() + CONTENTION_BUDGET_SECONDS
+        key = None
+        for number in range(ATTEMPTS):
+            try:
+                located = locate()
+                key = located.key
+                result, change = attempt(located)
+                if change is None:
+                    return result
+                batch = self._client.batch()
+                self._stage(batch, located, change)
+                batch.commit(**CALL)
+                return result
+            except (FailedPrecondition, AlreadyExists, NotFound):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(random.uniform(0, 0.005 * 2 ** min(number, 6)))  # jittered backoff
+            except TRANSIENT_ERRORS as error:
+                raise unavailable("Firestore", error) from error
+        logger.warning(
+            "conversation update lost every race", extra={"conversation": (key or "")[:12]}
+        )
+        raise UnavailableError("the conversation is busy; try again")
+
+    def _stage(self, batch: firestore.WriteBatch, located: Located, change: Change) -> None:
+        """Stage the change on the condition that every document read is still as it was."""
+        snapshot = located.snapshot
+        if located.source is not None and not change.replace:
+            # Only a full change moves a conversation; a partial one applies where it is.
+            snapshot = located.source
+        if not snapshot.exists:
+            batch.create(snapshot.reference, change.fields)  # fails if another process did
+        else:
+            fields = dict(change.fields)
+            if change.replace:
+                for name in (snapshot.to_dict() or {}).keys() - fields.keys():
+                    fields[name] = firestore.DELETE_FIELD
+            unchanged = self._client.write_option(last_update_time=snapshot.update_time)
+            batch.update(snapshot.reference, fields, option=unchanged)
+        if change.replace:
+            self._identities.stage(batch, located, change.fields.get("updated_at"))
+        for write in change.also_write:
+            write(batch)
+
+    def _document(
+        self,
+        stored: StoredConversation,
+        update: ConversationUpdate,
+        message_id: str | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        path = self._path(stored.key)
+        fields = dict(stored.fields)
+        fields.update(update.fields)
+        fields.setdefault("created_at", now)
+        fields["updated_at"] = now
+        if message_id is not None:
+            processed = list(fields.get("processed_ids", [])) + [message_id]
+            fields["processed_ids"] = processed[-PROCESSED_IDS_KEPT:]
+        outbox = [] if update.drop_outbox else list(fields.get("outbox", []))
+        overflow = len(outbox) + len(update.replies) - MAX_OUTBOX
+        if overflow > 0:
+            outbox = outbox[overflow:]
+            count_drops(fields, overflow, "outbox_full", now)
+            logger.warning(
+                "replies dropped",
+                extra={"conversation": stored.key[:12], "reason": "outbox_full", "count": overflow},
+            )
+        for index, payload in enumerate(update.replies[-MAX_OUTBOX:]):
+            key = f"{message_id}:{index}" if message_id else f"system:{now.timestamp()}:{index}"
+            outbox.append(
+                {
+                    "key": key,
+                    "sealed": self._seal(payload, f"{path}#outbox:{key}"),
+                    "attempts": 0,
+                    "claimed_until": None,
+                    "queued_at": now,
+                }
+            )
+        fields["outbox"] = outbox
+        fields["outbox_pending"] = len(outbox)
+        fields["sent"] = list(fields.get("sent", []))[-SENT_KEPT:]
+        if stored.identity is not None:
+            fields["identity"] = self._seal(stored.identity.to_dict(), f"{path}#identity")
+        if update.draft:
+            fields["draft"] = self._seal(update.draft, path)
+        else:
+            fields.pop("draft", None)
+        return fields
+
+    # -- the outbox ----------------------------------------------------------------------
+    def _opened(self, key: str, items: list[dict[str, Any]]) -> list[OutboxItem]:
+        path = self._path(key)
+        return [
+            OutboxItem(
+                item["key"],
+                self._unseal(item["sealed"], f"{path}#outbox:{item['key']}"),
+                item["attempts"],
+                dict(item),
+            )
+            for item in items
+        ]
