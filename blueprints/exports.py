@@ -7,6 +7,7 @@ from blueprints.context import current_components
 from service.accounts.providers import PEOPLE
 from service.domain.passwords import export_password, today_utc
 from service.exports import build as export_service
+from service.exports import links as export_links
 
 bp = Blueprint("exports", __name__)
 
@@ -49,7 +50,7 @@ def extract_data():
 
 @bp.get("/exports/<export_id>/download")
 def download(export_id: str):
-    opened = export_service.open_limited_download(
+    opened = export_links.open_limited_download(
         current_components(), export_id, request.args.get("token"), request_origin()
     )
     response = Response(opened.chunks, mimetype="application/zip", direct_passthrough=True)

@@ -18,7 +18,7 @@ from service.archive import records as archive_service
 from service.conversation import support as support_service
 from service.domain.passwords import export_password, today_utc
 from service.errors import ConfigError, ServiceError
-from service.exports import build as export_service
+from service.exports import purge as export_purge
 from service.shell.components import Components, build_components
 from service.shell.config import Config, generate_secrets
 from service.shell.logging import configure_logging
@@ -222,7 +222,7 @@ def exports() -> None:
 @click.pass_context
 def exports_purge(ctx: click.Context, older_than_hours: int) -> None:
     """Delete old export zips and mark their exports purged (run daily)."""
-    report = export_service.purge_exports(
+    report = export_purge.purge_exports(
         _components(ctx), older_than=timedelta(hours=older_than_hours)
     )
     click.echo(f"purged: {report.exports}  orphans deleted: {report.orphans}")

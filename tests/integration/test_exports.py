@@ -23,6 +23,7 @@ from service.archive.records import archive_record
 from service.domain.passwords import export_password, today_utc
 from service.errors import ConflictError
 from service.exports import build as export_service
+from service.exports import links, purge
 from service.exports.formats import COLUMNS
 from service.shell.cli import cli
 from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
@@ -202,7 +203,7 @@ def test_an_export_built_before_midnight_opens_with_that_days_password(
     created = export_service.create_export(
         components, provider.provider.provider_id, "csv", now=built_at
     )
-    token, _ = export_service.sign_download_token(  # its own link expired overnight
+    token, _ = links.sign_download_token(  # its own link expired overnight
         config.secret_key,
         created.export_id,
         provider.provider.provider_id,
@@ -343,7 +344,7 @@ def test_a_link_for_another_export_gets_403(client, components, headers):
 def test_an_expired_link_gets_410(client, components, headers, config, provider):
     export_id = request_export(client, headers, format="csv").json["export_id"]
     issued = datetime.now(UTC) - timedelta(seconds=config.export_link_ttl_seconds + 5)
-    token, expires_at = export_service.sign_download_token(
+    token, expires_at = links.sign_download_token(
         config.secret_key,
         export_id,
         provider.provider.provider_id,
@@ -366,14 +367,14 @@ def test_the_link_expires_after_the_configured_lifetime(client, headers, config)
     just_before = expires_at - timedelta(seconds=1)
     just_after = expires_at + timedelta(seconds=1)
     ttl_seconds = config.export_link_ttl_seconds
-    assert export_service.read_download_token(config.secret_key, token, ttl_seconds, just_before)
-    with pytest.raises(export_service.GoneError):
-        export_service.read_download_token(config.secret_key, token, ttl_seconds, just_after)
+    assert links.read_download_token(config.secret_key, token, ttl_seconds, just_before)
+    with pytest.raises(links.GoneError):
+        links.read_download_token(config.secret_key, token, ttl_seconds, just_after)
 
 
 def test_a_link_signed_with_another_key_gets_403(client, headers, config, provider):
     export_id = request_export(client, headers, format="csv").json["export_id"]
-    token, _ = export_service.sign_download_token(
+    token, _ = links.sign_download_token(
         "another-secret-key-0000000000000000",
         export_id,
         provider.provider.provider_id,
@@ -385,7 +386,7 @@ def test_a_link_signed_with_another_key_gets_403(client, headers, config, provid
 
 def test_a_validly_signed_link_to_an_unknown_export_gets_404(client, config, provider):
     export_id = "0" * 32
-    token, _ = export_service.sign_download_token(
+    token, _ = links.sign_download_token(
         config.secret_key, export_id, provider.provider.provider_id, datetime.now(UTC), 900
     )
     response = client.get(f"/exports/{export_id}/download?token={token}")
@@ -403,7 +404,7 @@ def test_a_revoked_providers_link_gets_403(client, components, headers, provider
 
 def test_a_purged_export_gets_410(client, components, headers):
     url = request_export(client, headers, format="csv").json["download_url"]
-    report = export_service.purge_exports(components, now=datetime.now(UTC) + timedelta(days=2))
+    report = purge.purge_exports(components, now=datetime.now(UTC) + timedelta(days=2))
     assert (report.exports, report.orphans) == (1, 0)
     assert client.get(url).status_code == 410
 
@@ -472,7 +473,7 @@ def test_every_creation_and_download_is_audited_without_phi_or_token(
 
 
 def test_a_failed_download_is_audited_with_its_reason(client, components, config, provider):
-    token, _ = export_service.sign_download_token(
+    token, _ = links.sign_download_token(
         config.secret_key, "f" * 32, provider.provider.provider_id, datetime.now(UTC), 900
     )
     client.get(f"/exports/{'f' * 32}/download?token={token}")
@@ -506,7 +507,7 @@ def test_purge_deletes_old_zips_marks_their_exports_and_keeps_recent_ones(
     recent = export_service.create_export(
         components, "0123456789abcdef", "csv", now=later - timedelta(hours=1)
     )
-    report = export_service.purge_exports(components, now=later)
+    report = purge.purge_exports(components, now=later)
     assert (report.exports, report.orphans) == (1, 0)
     exports = components.repos.exports
     assert exports.get(old["export_id"]).status == "purged"
@@ -514,7 +515,7 @@ def test_purge_deletes_old_zips_marks_their_exports_and_keeps_recent_ones(
     assert exports.get(recent.export_id).status == "ready"
     names = [blob.name for blob in components.repos.bucket.list_blobs(prefix="exports/")]
     assert names == [f"exports/{recent.export_id}.zip"]
-    assert export_service.purge_exports(components, now=later).exports == 0
+    assert purge.purge_exports(components, now=later).exports == 0
     (event,) = components.repos.audit.list(action="export.purge")
     assert event.details["export_id"] == old["export_id"]
 

@@ -15,7 +15,7 @@ from repositories.clients import make_firestore_client
 from repositories.ratelimits import RateLimitRepository
 from service.accounts import providers as provider_service
 from service.accounts.ratelimit import SharedFailureLimiter
-from service.exports import build as export_service
+from service.exports import links
 from service.shell.app import create_app
 from service.shell.components import build_components
 from tests.integration.servers import gunicorn
@@ -150,7 +150,7 @@ def test_failed_links_are_limited_across_instances_and_summarised_in_the_audit(
 ):
     url = export_url(two_apps[0], provider)
     export_id = url.split("/exports/")[1].split("/")[0]
-    expired, _ = export_service.sign_download_token(
+    expired, _ = links.sign_download_token(
         config.secret_key,
         export_id,
         provider.provider.provider_id,
@@ -158,7 +158,7 @@ def test_failed_links_are_limited_across_instances_and_summarised_in_the_audit(
         config.export_link_ttl_seconds,
     )
     unknown_id = "0" * 32
-    unknown, _ = export_service.sign_download_token(
+    unknown, _ = links.sign_download_token(
         config.secret_key, unknown_id, provider.provider.provider_id, datetime.now(UTC), 900
     )
     attempts = (
