@@ -9,7 +9,9 @@ from flask import Blueprint, abort, g, jsonify, request
 from blueprints.auth import provider_required
 from blueprints.context import current_components
 from service.accounts.providers import PEOPLE, TASK_RUNNERS
-from service.conversation.inbound import flush_all_outboxes, handle_webhook, start_conversation
+from service.conversation.inbound import handle_webhook
+from service.conversation.invitations import start_conversation
+from service.conversation.outbox import flush_all_outboxes
 from service.errors import InvalidInputError, UnauthorizedError
 from service.whatsapp.webhook import parse_payload, signature_valid
 

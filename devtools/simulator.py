@@ -33,7 +33,7 @@ import requests
 from devtools import payloads
 from devtools.dev_graph import GraphInbox
 from service.accounts.providers import create_provider
-from service.conversation.inbound import normalise_phone
+from service.conversation.invitations import normalise_phone
 from service.conversation.support import find_conversation
 from service.domain.identity import PatientIdentity
 from service.errors import InvalidInputError, NotFoundError, UnavailableError

@@ -20,7 +20,7 @@ DEFAULT_OUTBOX_LEASE_SECONDS = 180
 # request thread and, for XLSX, memory for its sheet, so the default is small.
 DEFAULT_EXPORT_CONCURRENCY = 2
 DEFAULT_EXPORT_CONCURRENCY_PER_ACCOUNT = 1
-# A lease must outlast a round of sends (service/conversation/inbound.py), or a second process may
+# A lease must outlast a round of sends (service/conversation/outbox.py), or a second process may
 # send a reply the first one is still sending.
 MIN_PRODUCTION_OUTBOX_LEASE_SECONDS = 120
 

@@ -168,7 +168,7 @@ def test_stop_deletes_the_draft_and_nothing_more_is_sent(patient, components, fa
     assert len(replies) == 1
     raw = components.repos.conversations.raw(patient.wa_id)
     assert raw["status"] == "opted_out" and "draft" not in raw and raw["outbox_pending"] == 0
-    from service.conversation.inbound import flush_all_outboxes
+    from service.conversation.outbox import flush_all_outboxes
 
     flush_all_outboxes(components)
     assert patient.new_replies() == []

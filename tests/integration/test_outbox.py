@@ -273,7 +273,7 @@ def test_fifteen_minutes_of_graph_outage_loses_no_reply_that_could_still_be_deli
 ):
     """Cloud Scheduler flushes once a minute: 15 failing flushes are 15 minutes of outage.
     A reply is never given up for how often it failed, only once Meta could not deliver it."""
-    from service.conversation.inbound import flush_all_outboxes
+    from service.conversation.outbox import flush_all_outboxes
 
     patient.says("hello")
     fake_graph.fail_next(3, status=503, code=2)  # the send inside the webhook request fails
@@ -294,7 +294,7 @@ def test_a_reply_whose_window_closed_during_an_outage_is_dropped_counted_and_log
 ):
     from datetime import UTC, datetime, timedelta
 
-    from service.conversation.inbound import flush_all_outboxes
+    from service.conversation.outbox import flush_all_outboxes
 
     patient.says("hello")
     fake_graph.fail_next(3, status=503, code=2)
@@ -317,7 +317,7 @@ def test_the_outbox_is_bounded_while_nothing_can_be_sent(patient, fake_graph, co
     """An expired token sends nothing for hours; the patient keeps writing. The document must
     stay far below Firestore's 1 MiB, and the webhook must keep answering 200."""
     from repositories.conversations import MAX_OUTBOX
-    from service.conversation.inbound import flush_all_outboxes
+    from service.conversation.outbox import flush_all_outboxes
 
     patient.starts_form()
     fake_graph.expire_token()
