@@ -6,7 +6,7 @@ the chat page, the fake Graph endpoint and the webhook all meet in it.
 - `GraphInbox` (devtools/dev_graph.py) is the fake Graph endpoint's memory: Meta's checks, and
   the accepted messages per patient for the chat page.
 - The patient's side builds a Meta-shaped webhook payload, signs it with the app secret and
-  posts it to this service's own webhook over HTTP, so the signature check, the transaction,
+  posts it to this service's own webhook over HTTP, so the signature check, the conditional commit,
   the outbox and the sending all run exactly as they do for Meta.
 - A simulated patient is a phone number with a BSUID derived from it (`SimulatedPatient`).
   Their messages carry both, as Meta's do since 2026, or only the BSUID and a username when

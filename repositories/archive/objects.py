@@ -71,7 +71,7 @@ class ArchiveObjects:
     def store_object(self, record: IntakeRecord) -> IndexEntry:
         """Write the record's object (once) and return the index entry that would name it.
 
-        The caller writes the entry, e.g. in the same transaction as the conversation that
+        The caller writes the entry, e.g. in the same conditional commit as the conversation that
         completed, so a record only counts once its conversation commits.
         """
         return self._store(record)[0]
@@ -98,10 +98,10 @@ class ArchiveObjects:
         )
         return entry, existing
 
-    def write_index_entry(self, transaction: firestore.Transaction, entry: IndexEntry) -> None:
-        """Write an index entry, and bump its day's version, as part of the caller's transaction."""
-        transaction.set(self._index.document(entry.record_id), entry_fields(entry))
-        transaction.set(*self._day_bump(entry.submitted_at), merge=True)
+    def write_index_entry(self, batch: firestore.WriteBatch, entry: IndexEntry) -> None:
+        """Stage an index entry, and its day's version bump, on the caller's write batch."""
+        batch.set(self._index.document(entry.record_id), entry_fields(entry))
+        batch.set(*self._day_bump(entry.submitted_at), merge=True)
 
     def _day_bump(self, submitted_at: datetime, **more: object) -> tuple[object, dict]:
         """The write that marks a change to a day's index, so its sealed batch is not read."""
@@ -110,7 +110,7 @@ class ArchiveObjects:
         return self._days.document(day_id(day)), fields
 
     def discard_unindexed(self, entry: IndexEntry) -> bool:
-        """Delete an object whose index entry was never committed (its transaction lost)."""
+        """Delete an object whose index entry was never committed (its conditional commit lost)."""
         if self.index_entry(entry.record_id) is not None:
             return False
         self._delete_quietly(entry.object_name)

@@ -115,7 +115,7 @@ def rebuild_index(components: Components) -> RebuildReport:
 
     def owned(record: IntakeRecord) -> bool:
         # An object whose conversation exists but does not list it was written by a
-        # transaction that lost (it is discarded at once; this covers a crash before that).
+        # conditional commit that lost (it is discarded at once; this covers a crash before that).
         # With no conversation at all (everything was lost), the object is restored.
         identity = PatientIdentity(phone=record.wa_id, bsuid=record.bsuid)
         stored = conversations.raw(identity)

@@ -132,9 +132,9 @@ def _update_for(step: Step) -> ConversationUpdate:
 def _discard_lost_records(
     components: Components, stored: dict[str, IndexEntry], update: ConversationUpdate | None
 ) -> None:
-    """Delete objects written by a transaction attempt that did not commit.
+    """Delete objects written by an attempt whose conditional commit did not go through.
 
-    A contended transaction runs decide() again on fresh state; when the committed attempt did
+    A contended commit runs decide() again on fresh state; when the committed attempt did
     not complete the form (say a STOP won the race), the object an earlier attempt wrote has no
     index entry and no owner: it must not linger as an unreachable copy of patient data.
     """
@@ -149,7 +149,7 @@ def _apply_effect(
 ) -> IndexEntry | None:
     """Store an archive object (its index entry commits with the conversation) or erase.
 
-    Both are idempotent, as a contended transaction may repeat them.
+    Both are idempotent, as a contended commit may repeat them.
     """
     if effect.kind == "archive" and effect.record is not None:
         return components.repos.archive.store_object(_record(identity, effect.record))
