@@ -2,7 +2,8 @@
 
 No I/O, no clock and no state, so the fake Graph server and a dev-tools page can share it. The
 limits come from Meta's Cloud API reference for the /messages endpoint (text, interactive reply
-buttons and lists, templates); see DESIGN.md, "Meta's rules the bot and the fake Graph API follow".
+buttons and lists, templates); see docs/conversations.md, "Meta's rules the bot and the fake
+Graph API follow".
 The fake models only the message types the bot sends: text, interactive and template.
 
 Codes follow Meta's error table: top-level Graph parameters (messaging_product, recipient_type,

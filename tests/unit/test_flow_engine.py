@@ -17,7 +17,7 @@ QUESTIONNAIRE = load_questionnaire("1")
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 WA_ID = "34612345678"
 
-# Meta's Cloud API limits on outbound interactive and text messages (see DESIGN.md).
+# Meta's Cloud API limits on outbound interactive and text messages (docs/conversations.md).
 MAX_TEXT_BODY = 4096
 MAX_INTERACTIVE_BODY = 1024
 MAX_BUTTONS = 3
