@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Protocol
 
 from google.api_core import exceptions as google_exceptions
@@ -101,6 +103,16 @@ def make_storage_client(config: StoreSettings) -> storage.Client:
     for scheme in ("https://", "http://"):
         client._http.mount(scheme, adapter)  # the client's own (authorized) session
     return client
+
+
+@contextlib.contextmanager
+def translated(what: str, errors: tuple[type[Exception], ...] = TRANSIENT_ERRORS) -> Iterator[None]:
+    """The one place a store's failure becomes the service's: a call that did not get an
+    answer from `what` raises UnavailableError (503 to a caller, one line to an operator)."""
+    try:
+        yield
+    except errors as error:
+        raise unavailable(what, error) from error
 
 
 def unavailable(what: str, error: Exception) -> UnavailableError:

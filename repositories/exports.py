@@ -21,7 +21,7 @@ from repositories.clients import (
     STORAGE_CALL,
     STORAGE_UPLOAD_CALL,
     TRANSIENT_ERRORS,
-    unavailable,
+    translated,
 )
 from service.errors import ConflictError
 
@@ -70,40 +70,34 @@ class ExportRepository:
         """Upload a finished zip (never over an existing object); return its name and size."""
         object_name = object_name_for(export_id)
         blob = self._bucket.blob(object_name)
-        try:
-            blob.upload_from_filename(
-                str(path),
-                content_type="application/zip",
-                if_generation_match=0,
-                **STORAGE_UPLOAD_CALL,
-            )
-        except google_exceptions.PreconditionFailed:
-            raise ConflictError(f"export {export_id} already exists") from None
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", _STORAGE_ERRORS):
+            try:
+                blob.upload_from_filename(
+                    str(path),
+                    content_type="application/zip",
+                    if_generation_match=0,
+                    **STORAGE_UPLOAD_CALL,
+                )
+            except google_exceptions.PreconditionFailed:
+                raise ConflictError(f"export {export_id} already exists") from None
         return object_name, path.stat().st_size
 
     def create(self, entry: ExportEntry) -> None:
-        try:
-            self._collection.document(entry.export_id).create(_fields(entry), **FIRESTORE_CALL)
-        except google_exceptions.AlreadyExists:
-            raise ConflictError(f"export {entry.export_id} already exists") from None
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
+        with translated("Firestore"):
+            try:
+                self._collection.document(entry.export_id).create(_fields(entry), **FIRESTORE_CALL)
+            except google_exceptions.AlreadyExists:
+                raise ConflictError(f"export {entry.export_id} already exists") from None
 
     def get(self, export_id: str) -> ExportEntry | None:
-        try:
+        with translated("Firestore"):
             snapshot = self._collection.document(export_id).get(**FIRESTORE_CALL)
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         return _entry(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
 
     def open_zip(self, object_name: str) -> ZipStream | None:
         """Return the stored zip as a stream of chunks, or None when it is gone."""
-        try:
+        with translated("Cloud Storage", _STORAGE_ERRORS):
             blob = self._bucket.get_blob(object_name, **STORAGE_CALL)
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
         if blob is None:
             return None
         # The reader fetches one chunk per ranged GET, pinned to the generation just read.
@@ -115,37 +109,30 @@ class ExportRepository:
         # One equality filter (single-field index) and the time compared here: a range on
         # another field would need a composite index in production Firestore.
         query = self._collection.where(filter=firestore.FieldFilter("status", "==", READY))
-        try:
+        with translated("Firestore"):
             snapshots = list(query.stream())
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         for snapshot in snapshots:
             entry = _entry(snapshot.id, snapshot.to_dict())
             if entry.created_at < cutoff:
                 yield entry
 
     def mark_purged(self, export_id: str, purged_at: datetime) -> None:
-        try:
+        with translated("Firestore"):
             self._collection.document(export_id).update({"status": PURGED, "purged_at": purged_at})
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
 
     def delete_zip(self, object_name: str) -> bool:
         """Delete a zip; return False when it was already gone."""
-        try:
-            self._bucket.blob(object_name).delete()
-        except google_exceptions.NotFound:
-            return False
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", _STORAGE_ERRORS):
+            try:
+                self._bucket.blob(object_name).delete()
+            except google_exceptions.NotFound:
+                return False
         return True
 
     def zip_objects_before(self, cutoff: datetime) -> Iterator[tuple[str, str]]:
         """Yield (object name, export id) of every export zip written before cutoff."""
-        try:
+        with translated("Cloud Storage", _STORAGE_ERRORS):
             blobs = list(self._bucket.list_blobs(prefix=OBJECT_PREFIX))
-        except _STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
         for blob in blobs:
             if blob.time_created is not None and blob.time_created < cutoff:
                 yield blob.name, blob.name.removeprefix(OBJECT_PREFIX).removesuffix(".zip")

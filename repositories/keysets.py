@@ -6,7 +6,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
 from requests.exceptions import RequestException
 
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, translated
 from service.errors import ConflictError
 from service.keys.crypto import StoredKeyset
 
@@ -21,12 +21,11 @@ class KeysetObjectStore:
 
     def read(self) -> StoredKeyset | None:
         blob = self._bucket.blob(self.object_name)
-        try:
-            data = blob.download_as_bytes(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            return None
-        except (*TRANSIENT_ERRORS, RequestException) as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", (*TRANSIENT_ERRORS, RequestException)):
+            try:
+                data = blob.download_as_bytes(**STORAGE_CALL)
+            except google_exceptions.NotFound:
+                return None
         return StoredKeyset(data, blob.generation)
 
     def create(self, data: bytes) -> None:
@@ -37,16 +36,15 @@ class KeysetObjectStore:
 
     def _write(self, data: bytes, if_generation_match: int | None) -> None:
         blob = self._bucket.blob(self.object_name)
-        try:
-            blob.upload_from_string(
-                data,
-                content_type="application/json",
-                if_generation_match=if_generation_match,
-                **STORAGE_CALL,
-            )
-        except google_exceptions.PreconditionFailed as error:
-            raise ConflictError(
-                f"the keyset at {self.description} exists or changed meanwhile"
-            ) from error
-        except (*TRANSIENT_ERRORS, RequestException) as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", (*TRANSIENT_ERRORS, RequestException)):
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type="application/json",
+                    if_generation_match=if_generation_match,
+                    **STORAGE_CALL,
+                )
+            except google_exceptions.PreconditionFailed as error:
+                raise ConflictError(
+                    f"the keyset at {self.description} exists or changed meanwhile"
+                ) from error

@@ -11,7 +11,7 @@ from datetime import datetime
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
-from repositories.clients import unavailable
+from repositories.clients import translated
 
 COLLECTION = "rate_limits"
 # A counter that does not answer quickly is skipped (the limiter falls back to its per-process
@@ -43,7 +43,7 @@ class RateLimitRepository:
         Raises:
             UnavailableError: Firestore did not answer or refused the write.
         """
-        try:
+        with translated("Firestore (rate limits)", _ERRORS):
             result = self._collection.document(key).set(
                 {
                     "scope": scope,
@@ -56,8 +56,6 @@ class RateLimitRepository:
                 merge=True,
                 **_CALL,
             )
-        except _ERRORS as error:
-            raise unavailable("Firestore (rate limits)", error) from error
         counted, refused = (int(value.integer_value) for value in result.transform_results)
         return counted, refused
 
@@ -67,8 +65,6 @@ class RateLimitRepository:
         Raises:
             UnavailableError: Firestore did not answer.
         """
-        try:
+        with translated("Firestore (rate limits)", _ERRORS):
             snapshot = self._collection.document(key).get(**_CALL)
-        except _ERRORS as error:
-            raise unavailable("Firestore (rate limits)", error) from error
         return int((snapshot.to_dict() or {}).get("failures", 0)) if snapshot.exists else 0

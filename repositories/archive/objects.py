@@ -29,7 +29,7 @@ from repositories.batches import (
     DAY_COLLECTION,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, translated
 from service.domain.record import (
     IntakeRecord,
     InvalidRecordError,
@@ -122,18 +122,17 @@ class ArchiveObjects:
     ) -> int | None:
         """Write the object unless it exists; return the key id of what is stored."""
         blob = self._bucket.blob(object_name)
-        try:
-            blob.upload_from_string(
-                ciphertext,
-                content_type="application/octet-stream",
-                if_generation_match=0,
-                **STORAGE_CALL,
-            )
-            return key_id_of(ciphertext)
-        except google_exceptions.PreconditionFailed:
-            pass  # written by an earlier attempt: check that it is this very record
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                blob.upload_from_string(
+                    ciphertext,
+                    content_type="application/octet-stream",
+                    if_generation_match=0,
+                    **STORAGE_CALL,
+                )
+                return key_id_of(ciphertext)
+            except google_exceptions.PreconditionFailed:
+                pass  # written by an earlier attempt: check that it is this very record
         stored = self._download(record_id, object_name)
         if self._decrypt_bytes(record_id, stored) != plaintext:
             raise ConflictError(f"record {record_id} is already archived with other content")
@@ -143,23 +142,22 @@ class ArchiveObjects:
         batch = self._client.batch()
         batch.create(self._index.document(entry.record_id), entry_fields(entry))
         batch.set(*self._day_bump(entry.submitted_at), merge=True)
-        try:
-            batch.commit()
-        except google_exceptions.AlreadyExists:
-            current = self.index_entry(entry.record_id)
-            if current is None or current.object_name != entry.object_name:
-                raise ConflictError(f"record {entry.record_id} has another index entry") from None
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
+        with translated("Firestore"):
+            try:
+                batch.commit()
+            except google_exceptions.AlreadyExists:
+                current = self.index_entry(entry.record_id)
+                if current is None or current.object_name != entry.object_name:
+                    raise ConflictError(
+                        f"record {entry.record_id} has another index entry"
+                    ) from None
 
     # -- reading -------------------------------------------------------------------------
     def index_entry(self, record_id: str) -> IndexEntry | None:
         if not is_record_id(record_id):
             return None
-        try:
+        with translated("Firestore"):
             snapshot = self._index.document(record_id).get()
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         return entry_from(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
 
     def read(self, record_id: str) -> IntakeRecord:
@@ -181,23 +179,21 @@ class ArchiveObjects:
 
     def _fetch_ciphertext(self, entry: IndexEntry) -> bytes | None:
         """Fetch the stored ciphertext; None when the record was erased after its entry was read."""
-        try:
-            return self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            current = self.index_entry(entry.record_id)
-            if current is not None and current.status == ERASED:
-                return None
-            raise integrity_failure(entry.record_id, "its archived object is missing") from None
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                return self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
+            except google_exceptions.NotFound:
+                current = self.index_entry(entry.record_id)
+                if current is not None and current.status == ERASED:
+                    return None
+                raise integrity_failure(entry.record_id, "its archived object is missing") from None
 
     def _download(self, record_id: str, object_name: str) -> bytes:
-        try:
-            return self._bucket.blob(object_name).download_as_bytes(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            raise integrity_failure(record_id, "its archived object is missing") from None
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                return self._bucket.blob(object_name).download_as_bytes(**STORAGE_CALL)
+            except google_exceptions.NotFound:
+                raise integrity_failure(record_id, "its archived object is missing") from None
 
     def _decrypt_bytes(self, record_id: str, ciphertext: bytes) -> bytes:
         key_id = key_id_of(ciphertext)
@@ -223,18 +219,15 @@ class ArchiveObjects:
 
     def _delete_quietly(self, name: str) -> None:
         """Delete an object; one already gone is not an error (a retry, a race)."""
-        try:
-            self._bucket.blob(name).delete(**STORAGE_CALL)
-        except google_exceptions.NotFound:
-            pass
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                self._bucket.blob(name).delete(**STORAGE_CALL)
+            except google_exceptions.NotFound:
+                pass
 
     def _get(self, reference) -> dict | None:
-        try:
+        with translated("Firestore"):
             snapshot = reference.get()
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         return snapshot.to_dict() if snapshot.exists else None
 
     def reencrypt(self, entry: IndexEntry) -> bool:
@@ -250,18 +243,17 @@ class ArchiveObjects:
             return False
         record = self._decode(entry.record_id, ciphertext)
         fresh = keyring.encrypt(to_json(record), entry.record_id.encode())
-        try:
-            # Only over the generation we read: a concurrent erase or re-encrypt wins.
-            blob.upload_from_string(
-                fresh,
-                content_type="application/octet-stream",
-                if_generation_match=blob.generation,
-                **STORAGE_CALL,
-            )
-        except google_exceptions.PreconditionFailed:
-            return False
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                # Only over the generation we read: a concurrent erase or re-encrypt wins.
+                blob.upload_from_string(
+                    fresh,
+                    content_type="application/octet-stream",
+                    if_generation_match=blob.generation,
+                    **STORAGE_CALL,
+                )
+            except google_exceptions.PreconditionFailed:
+                return False
         self._set_key_id(entry.record_id, keyring.primary_key_id)
         return True
 

@@ -32,7 +32,7 @@ from repositories.batches import (
     SealedBatch,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, translated
 from service.domain.record import (
     IntakeRecord,
 )
@@ -97,10 +97,8 @@ class ArchiveReads(ArchiveObjects):
             page = query.limit(PAGE_SIZE)
             if last is not None:
                 page = page.start_after(last)
-            try:
+            with translated("Firestore"):
                 snapshots = list(page.stream())
-            except TRANSIENT_ERRORS as error:
-                raise unavailable("Firestore", error) from error
             yield [entry_from(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
             if len(snapshots) < PAGE_SIZE:
                 return
@@ -154,10 +152,8 @@ class ArchiveReads(ArchiveObjects):
             query = query.where(filter=firestore.FieldFilter("day", ">=", day_id(day_of(start))))
         if end is not None:
             query = query.where(filter=firestore.FieldFilter("day", "<=", day_id(day_of(end))))
-        try:
+        with translated("Firestore"):
             snapshots = list(query.stream())
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         batches = []
         for snapshot in snapshots:
             batch = current_batch(snapshot.to_dict())
@@ -191,30 +187,31 @@ class ArchiveReads(ArchiveObjects):
         last: tuple[datetime, str] | None = None
         label = f"batch {day_id(batch.day)}"
         blob = self._bucket.blob(batch.object_name, generation=batch.generation)
-        try:
-            with blob.open("rb", chunk_size=BATCH_READ_CHUNK, **STORAGE_CALL) as stream:
-                reader = FrameReader(stream)
-                for record_id, ciphertext in reader:
-                    record = self._decode(record_id, ciphertext)
-                    key = (record.submitted_at, record_id)
-                    if day_of(record.submitted_at) != batch.day:
-                        raise integrity_failure(record_id, f"it is in the {label} of another day")
-                    if last is not None and key <= last:
-                        raise integrity_failure(record_id, f"it is out of order in the {label}")
-                    last = key
-                    stats.from_batches += 1
-                    yield record
-            if reader.count != batch.count or reader.sha256 != batch.sha256:
-                raise integrity_failure(label, "it does not match its day's seal")
-            stats.batches_used += 1
-            return
-        except google_exceptions.NotFound:
-            logger.info("sealed batch gone while read; reading the rest of its day one by one",
-                        extra={"day": day_id(batch.day)})  # fmt: skip
-        except BatchFormatError as error:
-            raise integrity_failure(label, str(error)) from None
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
+        with translated("Cloud Storage", STORAGE_ERRORS):
+            try:
+                with blob.open("rb", chunk_size=BATCH_READ_CHUNK, **STORAGE_CALL) as stream:
+                    reader = FrameReader(stream)
+                    for record_id, ciphertext in reader:
+                        record = self._decode(record_id, ciphertext)
+                        key = (record.submitted_at, record_id)
+                        if day_of(record.submitted_at) != batch.day:
+                            raise integrity_failure(
+                                record_id, f"it is in the {label} of another day"
+                            )
+                        if last is not None and key <= last:
+                            raise integrity_failure(record_id, f"it is out of order in the {label}")
+                        last = key
+                        stats.from_batches += 1
+                        yield record
+                if reader.count != batch.count or reader.sha256 != batch.sha256:
+                    raise integrity_failure(label, "it does not match its day's seal")
+                stats.batches_used += 1
+                return
+            except google_exceptions.NotFound:
+                logger.info("sealed batch gone while read; reading the rest of its day one by one",
+                            extra={"day": day_id(batch.day)})  # fmt: skip
+            except BatchFormatError as error:
+                raise integrity_failure(label, str(error)) from None
         stats.batch_fallbacks += 1
         first = day_start(batch.day)
         rest = (

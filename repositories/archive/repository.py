@@ -13,7 +13,7 @@ from repositories.archive.model import (
 )
 from repositories.archive.reads import ArchiveReads
 from repositories.archive.seals import ArchiveSeals
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import translated
 from service.errors import NotFoundError
 
 
@@ -33,10 +33,8 @@ class ArchiveRepository(ArchiveReads, ArchiveSeals):
         # The day's batch holds a copy of the record: unseal the day in the same write, then
         # delete every batch object of that day (a rerun of an interrupted erase does too).
         batch.set(*self._day_bump(entry.submitted_at, batch=firestore.DELETE_FIELD), merge=True)
-        try:
+        with translated("Firestore"):
             batch.commit()
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         self._sweep_batches(day_of(entry.submitted_at), keep=None, everything=True)
         return IndexEntry(**{**entry.__dict__, "status": ERASED, "erased_at": erased_at,
                              "key_id": None})  # fmt: skip

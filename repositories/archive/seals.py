@@ -26,7 +26,7 @@ from repositories.batches import (
     batch_prefix,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, translated
 from service.keys.crypto import key_id_of
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ class ArchiveSeals(ArchiveObjects):
     def days_to_seal(self, before: date) -> list[date]:
         """Days before `before` with index changes and no current batch, oldest first."""
         query = self._days.where(filter=firestore.FieldFilter("day", "<", day_id(before)))
-        try:
+        with translated("Firestore"):
             snapshots = list(query.order_by("day").stream())
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         primary = self.keys.keyring().primary_key_id
         days = []
         for snapshot in snapshots:
@@ -144,23 +142,19 @@ class ArchiveSeals(ArchiveObjects):
             )
             return True
 
-        try:
+        with translated("Firestore"):
             return record(self._client.transaction())
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
 
     def _sweep_batches(self, day: date, keep: str | None, everything: bool = False) -> int:
         """Delete the day's batch objects other than `keep`: all of them for an erase (no copy
         of the record may survive), else only strays older than a seal could take."""
         deleted = 0
         now = datetime.now(UTC)
-        try:
+        with translated("Cloud Storage", STORAGE_ERRORS):
             for blob in self._bucket.list_blobs(prefix=batch_prefix(day), **STORAGE_CALL):
                 if blob.name == keep:
                     continue
                 if everything or now - (blob.time_created or now) >= STRAY_BATCH_AGE:
                     self._delete_quietly(blob.name)
                     deleted += 1
-        except STORAGE_ERRORS as error:
-            raise unavailable("Cloud Storage", error) from error
         return deleted

@@ -11,7 +11,7 @@ from google.api_core.exceptions import (
 )
 from google.cloud import firestore
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import translated
 from repositories.conversations.model import (
     CALL,
     Change,
@@ -159,10 +159,9 @@ class ConversationChanges(ConversationStore):
             "failed_deliveries": firestore.Increment(1),
             "last_error": {"code": codes[0] if codes else None, "at": at, "source": "status"},
         }
-        try:
-            located.current.reference.update(changes)
-        except NotFound:
-            return None  # moved or erased since it was read
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
+        with translated("Firestore"):
+            try:
+                located.current.reference.update(changes)
+            except NotFound:
+                return None  # moved or erased since it was read
         return located.key

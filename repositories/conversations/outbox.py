@@ -10,7 +10,7 @@ from google.api_core.exceptions import (
 )
 from google.cloud import firestore
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import translated
 from repositories.conversations.model import (
     CALL,
     SENT_KEPT,
@@ -86,12 +86,11 @@ class OutboxChanges(ConversationStore):
         if dropped:
             changes["dropped_replies"] = firestore.Increment(len(dropped))
             changes["last_drop"] = {"reason": dropped[-1].reason, "at": now}
-        try:
-            self._collection.document(key).update(changes)
-        except NotFound:
-            pass  # moved or erased meanwhile: nothing of it is left to settle here
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
+        with translated("Firestore"):
+            try:
+                self._collection.document(key).update(changes)
+            except NotFound:
+                pass  # moved or erased meanwhile: nothing of it is left to settle here
 
     def _settle_conditionally(self, key: str, now: datetime, results: list[SendResult]) -> None:
         reference = self._collection.document(key)

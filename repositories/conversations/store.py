@@ -19,7 +19,7 @@ from google.api_core.exceptions import (
 )
 from google.cloud import firestore
 
-from repositories.clients import TRANSIENT_ERRORS, unavailable
+from repositories.clients import translated
 from repositories.conversations.model import (
     ATTEMPTS,
     CALL,
@@ -137,13 +137,11 @@ class ConversationStore:
 
     def _located(self, who: PatientIdentity | str) -> Located | None:
         identity = identity_of(who)
-        try:
+        with translated("Firestore"):
             if identity is not None:
                 return self._identities.locate(identity)
             assert isinstance(who, str)
             snapshot = self._collection.document(who).get(**CALL)
-        except TRANSIENT_ERRORS as error:
-            raise unavailable("Firestore", error) from error
         return Located(who, snapshot) if snapshot.exists else None
 
     def with_pending_outbox(self, limit: int = 500) -> list[str]:
@@ -173,22 +171,21 @@ class ConversationStore:
         deadline = time.monotonic() + CONTENTION_BUDGET_SECONDS
         key = None
         for number in range(ATTEMPTS):
-            try:
-                located = locate()
-                key = located.key
-                result, change = attempt(located)
-                if change is None:
+            with translated("Firestore"):
+                try:
+                    located = locate()
+                    key = located.key
+                    result, change = attempt(located)
+                    if change is None:
+                        return result
+                    batch = self._client.batch()
+                    self._stage(batch, located, change)
+                    batch.commit(**CALL)
                     return result
-                batch = self._client.batch()
-                self._stage(batch, located, change)
-                batch.commit(**CALL)
-                return result
-            except (FailedPrecondition, AlreadyExists, NotFound):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(random.uniform(0, 0.005 * 2 ** min(number, 6)))  # jittered backoff
-            except TRANSIENT_ERRORS as error:
-                raise unavailable("Firestore", error) from error
+                except (FailedPrecondition, AlreadyExists, NotFound):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(random.uniform(0, 0.005 * 2 ** min(number, 6)))  # jittered backoff
         logger.warning(
             "conversation update lost every race", extra={"conversation": (key or "")[:12]}
         )
