@@ -18,7 +18,10 @@ from service.shell.components import (
     build_failure_limiter,
 )
 from service.shell.config import CLOUD_RUN_PROXY_HOPS, Config
-from tests.conftest import (
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.fakes.kms import FakeKms
+from tests.support.stack import (
+    APP_SECRET,
     BUCKET,
     GRAPH_TOKEN,
     KMS_KEY_NAME,
@@ -26,8 +29,6 @@ from tests.conftest import (
     PROJECT_ID,
     START_TEMPLATE,
 )
-from tests.fakes.graph import FakeGraphApi
-from tests.fakes.kms import FakeKms
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,7 @@ def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Co
         graph_api_url=fake_graph.base_url,
         meta_access_token=GRAPH_TOKEN,
         whatsapp_phone_number_id=PHONE_NUMBER_ID,
+        whatsapp_app_secret=APP_SECRET,
         whatsapp_start_template=START_TEMPLATE,
         # Requests arrive as through Cloud Run's front end: the rate-limit tests send the
         # X-Forwarded-For it appends.

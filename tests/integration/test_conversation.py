@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service.domain.record import reference_code
-from tests.integration.whatsapp import Patient, body_text, button_ids, row_ids
+from tests.support.whatsapp import Patient, body_text, button_ids, row_ids
 
 SECRET = "dev-app-secret"
 

@@ -11,7 +11,7 @@ from service.accounts.providers import create_provider
 from service.archive.records import seal_days
 from service.shell.cli import cli
 from tests.integration.test_conversation import complete_form
-from tests.integration.whatsapp import Patient, body_text
+from tests.support.whatsapp import Patient, body_text
 
 SECRET = "dev-app-secret"
 PHONE = "34612345678"

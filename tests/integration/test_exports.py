@@ -25,7 +25,7 @@ from service.errors import ConflictError
 from service.exports import build as export_service
 from service.exports.formats import COLUMNS
 from service.shell.cli import cli
-from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
+from tests.support.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
 
 SUBMITTED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
 KNOWN = {

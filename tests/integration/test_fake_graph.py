@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakes.graph import FakeGraphApi
+from tests.support.fakes.graph import FakeGraphApi
 from tests.unit.test_graph_rules import INVALID_BODIES
 
 TOKEN = "test-access-token"

@@ -23,9 +23,9 @@ from devtools.devstack import LocalStack, free_port
 from service.accounts.providers import SCHEDULER, create_provider
 from service.domain.record import reference_code
 from service.whatsapp.webhook import sign
-from tests.fakes.kms import FakeKms, _handler_for
-from tests.integration.servers import PRODUCTION_APP, eventually_ready, gunicorn
-from tests.integration.whatsapp import Patient, post_signed
+from tests.support.fakes.kms import FakeKms, handler_for
+from tests.support.servers import PRODUCTION_APP, eventually_ready, gunicorn
+from tests.support.whatsapp import Patient, post_signed
 
 SECRET = "dev-app-secret"
 
@@ -42,7 +42,7 @@ def scheduler_token(components) -> str:
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
     from devtools import payloads
-    from tests.integration.whatsapp import post_signed
+    from tests.support.whatsapp import post_signed
 
     patient.sent.append(message)
     envelope = payloads.envelope([payloads.message_value(patient.wa_id, message)])
@@ -390,7 +390,7 @@ def _post_raw(base: str, raw: bytes) -> int:
 @contextlib.contextmanager
 def _kms_on_port(fake_kms: FakeKms, port: int) -> Iterator[None]:
     """Serve the session's fake KMS (same keys) on a given port too: KMS coming back."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(fake_kms))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(fake_kms))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -12,7 +12,7 @@ import requests
 
 from devtools import payloads
 from service.whatsapp.webhook import sign
-from tests.integration.servers import gunicorn
+from tests.support.servers import gunicorn
 
 SECRET = "dev-app-secret"
 PHI = ["Maria Fernanda Lopez", "03/02/1980", "Calle Falsa 123", "28013 Madrid",

@@ -23,8 +23,8 @@ from devtools.devstack import ROOT
 from service.accounts import providers as provider_service
 from service.shell.app import MAX_BODY_BYTES
 from service.whatsapp.webhook import sign
-from tests.integration.servers import gunicorn
-from tests.integration.whatsapp import Patient
+from tests.support.servers import gunicorn
+from tests.support.whatsapp import Patient
 
 WEBHOOK = "/getIncomingMessages"
 WA_ID = "34612345678"

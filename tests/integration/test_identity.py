@@ -15,7 +15,7 @@ from service.accounts.providers import create_provider
 from service.shell.cli import cli
 from tests.integration.test_conversation import complete_form
 from tests.integration.test_exports import csv_rows, export_and_fetch, xlsx_rows
-from tests.integration.whatsapp import Patient, body_text, post_signed
+from tests.support.whatsapp import Patient, body_text, post_signed
 
 SECRET = "dev-app-secret"
 PHONE = "34612345678"

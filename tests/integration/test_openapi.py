@@ -24,7 +24,7 @@ from devtools.devstack import ROOT
 from service.accounts import providers as provider_service
 from service.archive.records import archive_record
 from service.shell.app import create_app
-from tests.records import make_record
+from tests.support.records import make_record
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 DESCRIPTION = yaml.safe_load(OPENAPI.read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.accounts.providers import SCHEDULER, create_provider
-from tests.integration.whatsapp import Patient, body_text
+from tests.support.whatsapp import Patient, body_text
 
 SECRET = "dev-app-secret"
 

@@ -18,7 +18,7 @@ from service.accounts.ratelimit import SharedFailureLimiter
 from service.exports import build as export_service
 from service.shell.app import create_app
 from service.shell.components import build_components
-from tests.integration.servers import gunicorn
+from tests.support.servers import gunicorn
 
 BAD = {"Authorization": "Bearer ipt_0123456789abcdef_guess"}
 CLIENT_IP = "198.51.100.7"  # what Cloud Run's front end appends to X-Forwarded-For

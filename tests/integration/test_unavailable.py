@@ -19,8 +19,8 @@ from repositories.archive import ArchiveRepository
 from service.accounts.providers import create_provider
 from service.shell.app import create_app
 from service.shell.components import build_components
-from tests.integration.whatsapp import Patient, post_signed
-from tests.records import make_record
+from tests.support.records import make_record
+from tests.support.whatsapp import Patient, post_signed
 
 SECRET = "dev-app-secret"
 PROVIDER_CALLS = [
