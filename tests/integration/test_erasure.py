@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from service.accounts.providers import create_provider
 from service.archive.records import seal_days
 from service.shell.cli import cli
-from tests.integration.test_conversation import complete_form
+from tests.support.conversations import complete_form
 from tests.support.whatsapp import Patient, body_text
 
 SECRET = "dev-app-secret"

@@ -42,7 +42,6 @@ def scheduler_token(components) -> str:
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
     from devtools import payloads
-    from tests.support.whatsapp import post_signed
 
     patient.sent.append(message)
     envelope = payloads.envelope([payloads.message_value(patient.wa_id, message)])

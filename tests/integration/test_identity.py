@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from devtools import payloads
 from service.accounts.providers import create_provider
 from service.shell.cli import cli
-from tests.integration.test_conversation import complete_form
-from tests.integration.test_exports import csv_rows, export_and_fetch, xlsx_rows
+from tests.support.conversations import complete_form
+from tests.support.exports import csv_rows, export_and_fetch, xlsx_rows
 from tests.support.whatsapp import Patient, body_text, post_signed
 
 SECRET = "dev-app-secret"

@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from migrations.runner import MigrationError, discover, run_migrations
 from service.shell.cli import cli
+from tests.support.conversations import complete_form
+from tests.support.whatsapp import Patient, body_text
 
 
 @pytest.fixture
@@ -183,9 +185,6 @@ def test_0003_moves_old_conversations_keeping_draft_queued_replies_and_records(
 ):
     from datetime import UTC, datetime, timedelta
 
-    from tests.integration.test_conversation import complete_form
-    from tests.support.whatsapp import Patient, body_text
-
     done = Patient(client, fake_graph, LEGACY_SECRET, wa_id="447700900123")
     complete_form(done)
     midway = Patient(client, fake_graph, LEGACY_SECRET, wa_id="34612345678")
@@ -219,8 +218,6 @@ def test_0003_moves_old_conversations_keeping_draft_queued_replies_and_records(
 
 def test_0003_is_safe_while_the_webhook_is_live(client, fake_graph, components):
     import threading
-
-    from tests.support.whatsapp import Patient, body_text
 
     patients = [Patient(client, fake_graph, LEGACY_SECRET, wa_id=f"3461200000{n}")
                 for n in range(6)]  # fmt: skip

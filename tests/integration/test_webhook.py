@@ -7,7 +7,7 @@ import pytest
 from blueprints.messaging import WEBHOOK_PATHS
 from devtools import payloads
 from service.whatsapp.webhook import sign
-from tests.support.whatsapp import post_signed
+from tests.support.whatsapp import Patient, post_signed
 
 SECRET = "dev-app-secret"  # the test config's WHATSAPP_APP_SECRET (the development default)
 WA_ID = "34612345678"
@@ -219,8 +219,6 @@ def test_a_failed_status_with_an_absurd_error_code_still_gets_200(client, compon
 
 
 def test_a_seven_digit_number_can_complete_the_form(client, fake_graph, components):
-    from tests.support.whatsapp import Patient
-
     patient = Patient(client, fake_graph, SECRET, wa_id="6831234")  # Niue numbers have 7 digits
     patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Main Road, Alofi", "none", "none"):
