@@ -8,14 +8,7 @@ import pytest
 
 from service.domain.record import reference_code
 from tests.support.conversations import complete_form
-from tests.support.whatsapp import Patient, body_text, button_ids, row_ids
-
-SECRET = "dev-app-secret"
-
-
-@pytest.fixture
-def patient(client, fake_graph) -> Patient:
-    return Patient(client, fake_graph, SECRET)
+from tests.support.whatsapp import body_text, button_ids, row_ids
 
 
 def test_a_patient_completes_the_form_in_english_and_the_record_is_archived(patient, components):

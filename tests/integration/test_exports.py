@@ -61,11 +61,6 @@ HOSTILE = (
 
 
 @pytest.fixture
-def provider(components):
-    return provider_service.create_provider(components.repos.providers, "North Clinic")
-
-
-@pytest.fixture
 def headers(provider):
     return {"Authorization": f"Bearer {provider.token}", "User-Agent": "clinic-script/2.0"}
 

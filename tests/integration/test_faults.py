@@ -25,14 +25,8 @@ from service.domain.record import reference_code
 from service.whatsapp.webhook import sign
 from tests.support.fakes.kms import FakeKms, handler_for
 from tests.support.servers import PRODUCTION_APP, eventually_ready, gunicorn
+from tests.support.stack import APP_SECRET
 from tests.support.whatsapp import Patient, post_signed
-
-SECRET = "dev-app-secret"
-
-
-@pytest.fixture
-def patient(client, fake_graph) -> Patient:
-    return Patient(client, fake_graph, SECRET)
 
 
 @pytest.fixture
@@ -78,7 +72,7 @@ def test_firestore_frozen_during_traffic_then_back_completes_every_conversation_
     """The emulator frozen (SIGSTOP: it keeps its data, unlike a restart) while patients are
     mid-form: every delivery gets 503 quickly and /readyz names Firestore; once it answers
     again, Meta's redeliveries complete every conversation, each reply once, one record each."""
-    patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461300000{n}") for n in range(2)]
+    patients = [Patient(client, fake_graph, APP_SECRET, wa_id=f"3461300000{n}") for n in range(2)]
     for patient in patients:
         patient.starts_form()
     pending = [
@@ -169,9 +163,9 @@ class RemotePatient:
         message = self.messages[position - 1]
         envelope = payloads.envelope([payloads.message_value(self.wa_id, message)])
         if client is not None:
-            return post_signed(client, SECRET, envelope).status_code
+            return post_signed(client, APP_SECRET, envelope).status_code
         raw = payloads.encode(envelope)
-        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, raw)}
         try:
             return requests.post(f"{self.base}/webhook", data=raw, headers=headers,
                                  timeout=30).status_code  # fmt: skip
@@ -199,7 +193,7 @@ class Reference:
 @pytest.fixture
 def reference(client, fake_graph, components) -> Reference:
     """The same form with no fault, in process: the replies every patient must get, once each."""
-    patient = Patient(client, fake_graph, SECRET, wa_id="34699000001")
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id="34699000001")
     for kind, value in FORM:
         patient.says(value) if kind == "text" else patient.presses(value)
     record_ids = components.repos.conversations.raw(patient.wa_id)["record_ids"]
@@ -382,7 +376,7 @@ def _hello(wa_id: str) -> bytes:
 
 
 def _post_raw(base: str, raw: bytes) -> int:
-    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, raw)}
     return requests.post(f"{base}/webhook", data=raw, headers=headers, timeout=30).status_code
 
 

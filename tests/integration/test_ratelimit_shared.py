@@ -13,7 +13,6 @@ import requests
 from devtools.devstack import free_port
 from repositories.clients import make_firestore_client
 from repositories.ratelimits import RateLimitRepository
-from service.accounts import providers as provider_service
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.exports import build as export_service
 from service.shell.app import create_app
@@ -28,11 +27,6 @@ LIMIT = 10
 def from_client(index: int = 0, client_ip: str = CLIENT_IP) -> dict[str, str]:
     """Headers as Cloud Run delivers them: whatever the caller sent, then the real address."""
     return {"X-Forwarded-For": f"10.66.{index // 250}.{index % 250}, {client_ip}"}
-
-
-@pytest.fixture
-def provider(components):
-    return provider_service.create_provider(components.repos.providers, "North Clinic")
 
 
 @pytest.fixture
