@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import bench_stack, fresh_components, median
 from service.archive.records import archive_record
-from tests.records import numbered_record
+from tests.support.records import numbered_record
 
 
 def run(sizes: list[int], runs: int, writers: int) -> None:

@@ -19,7 +19,7 @@ from service.shell.components import Components, build_components
 from service.shell.config import Config
 from service.whatsapp.graph import addressed, reply_payload
 from service.whatsapp.webhook import parse_payload, sign
-from tests.fakes.kms import FakeKms
+from tests.support.fakes.kms import FakeKms
 
 PROJECT_ID = "intake-bench"
 KMS_KEY = f"projects/{PROJECT_ID}/locations/global/keyRings/bench/cryptoKeys/kek"

@@ -53,7 +53,7 @@ from service.domain.passwords import export_password, today_utc
 from service.domain.record import from_json
 from service.exports.formats import write_csv, write_xlsx
 from service.shell.components import Components
-from tests.records import numbered_record
+from tests.support.records import numbered_record
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SAMPLE = 5000  # records for the single-thread cost measurements

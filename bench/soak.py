@@ -88,8 +88,8 @@ from service.accounts import providers as provider_service
 from service.domain.passwords import export_password
 from service.domain.record import new_record_id, to_dict
 from service.shell.components import Components
-from tests.fakes.graph import FakeGraphApi
-from tests.integration.servers import gunicorn
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.servers import gunicorn
 
 MAX_MINUTES = 30
 WORKERS, THREADS = 2, 8

@@ -26,8 +26,8 @@ from bench.common import (
     replay,
     signed_webhook,
 )
-from tests.fakes.graph import FakeGraphApi
-from tests.integration.servers import gunicorn
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.servers import gunicorn
 
 SCRIPT = [
     ("text", "hello"), ("button", "language:en"), ("button", "consent:yes"),

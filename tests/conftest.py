@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from devtools.devstack import LocalStack
-from tests.fakes.graph import FakeGraphApi
-from tests.fakes.kms import FakeKms
-
-PROJECT_ID = "intake-test"
-BUCKET = "intake-test-archive"
-KMS_KEY_NAME = f"projects/{PROJECT_ID}/locations/global/keyRings/intake/cryptoKeys/keyset-kek"
-GRAPH_TOKEN = "test-graph-access-token"
-PHONE_NUMBER_ID = "100000000000001"
-START_TEMPLATE = "intake_start"
-REENGAGE_TEMPLATE = "intake_reengage"
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.fakes.kms import FakeKms
+from tests.support.stack import (
+    GRAPH_TOKEN,
+    KMS_KEY_NAME,
+    PHONE_NUMBER_ID,
+    PROJECT_ID,
+    REENGAGE_TEMPLATE,
+    START_TEMPLATE,
+)
 
 
 @pytest.fixture(scope="session")

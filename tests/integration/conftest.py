@@ -1,4 +1,5 @@
-"""Fixtures for tests against the real local stack: config, components, app, client, runner."""
+"""Fixtures for tests against the real local stack: config, components, app, client, runner,
+and the patient and provider accounts several test modules use."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from devtools.devstack import LocalStack
+from service.accounts import providers as provider_service
 from service.shell.app import create_app
 from service.shell.components import (
     Components,
@@ -18,7 +20,10 @@ from service.shell.components import (
     build_failure_limiter,
 )
 from service.shell.config import CLOUD_RUN_PROXY_HOPS, Config
-from tests.conftest import (
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.fakes.kms import FakeKms
+from tests.support.stack import (
+    APP_SECRET,
     BUCKET,
     GRAPH_TOKEN,
     KMS_KEY_NAME,
@@ -26,8 +31,7 @@ from tests.conftest import (
     PROJECT_ID,
     START_TEMPLATE,
 )
-from tests.fakes.graph import FakeGraphApi
-from tests.fakes.kms import FakeKms
+from tests.support.whatsapp import Patient
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +47,7 @@ def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Co
         graph_api_url=fake_graph.base_url,
         meta_access_token=GRAPH_TOKEN,
         whatsapp_phone_number_id=PHONE_NUMBER_ID,
+        whatsapp_app_secret=APP_SECRET,
         whatsapp_start_template=START_TEMPLATE,
         # Requests arrive as through Cloud Run's front end: the rate-limit tests send the
         # X-Forwarded-For it appends.
@@ -122,3 +127,30 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def patient(client: FlaskClient, fake_graph: FakeGraphApi) -> Patient:
+    """A patient on WhatsApp, known by phone number, writing to the app through its webhook."""
+    return Patient(client, fake_graph, APP_SECRET)
+
+
+@pytest.fixture
+def provider(components: Components) -> provider_service.NewProvider:
+    """A staff account, with the token shown once at creation."""
+    return provider_service.create_provider(components.repos.providers, "North Clinic")
+
+
+@pytest.fixture
+def provider_headers(components: Components) -> dict[str, str]:
+    """The Authorization header of a staff account."""
+    token = provider_service.create_provider(components.repos.providers, "Clinic").token
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin_token(components: Components) -> str:
+    """An admin's token: the one role every provider and task route admits."""
+    return provider_service.create_provider(
+        components.repos.providers, "North Clinic", provider_service.ADMIN
+    ).token

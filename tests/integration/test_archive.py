@@ -14,7 +14,7 @@ from repositories.archive import RecordIntegrityError, object_name_for
 from service.archive.records import archive_record, erase_record, rebuild_index
 from service.errors import ConflictError, GoneError, NotFoundError
 from service.shell.cli import cli
-from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record, numbered_record
+from tests.support.records import PATIENT_ADDRESS, PATIENT_NAME, make_record, numbered_record
 
 
 def _bucket_objects(components) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from repositories.archive import reads as archive_module
 from repositories.batches import FrameReader, FrameWriter
 from service.archive.records import archive_record, erase_record, seal_days
 from service.shell.cli import cli
-from tests.records import numbered_record
+from tests.support.records import numbered_record
 
 DAY = date(2026, 3, 14)
 START = datetime(2026, 3, 14, 23, 50, tzinfo=UTC)  # ten minutes before the next day

@@ -25,8 +25,8 @@ import pytest
 import requests
 
 from devtools.devstack import ROOT
-from tests.conftest import PROJECT_ID
-from tests.integration.servers import PRODUCTION_APP, gunicorn
+from tests.support.servers import PRODUCTION_APP, gunicorn
+from tests.support.stack import PROJECT_ID
 
 PHI = ["Maria Fernanda Lopez", "Calle Falsa 123, Madrid", "447700900123", "Metformin 500mg",
        "Type 2 diabetes", "1980-02-03"]  # fmt: skip

@@ -7,26 +7,8 @@ import json
 import pytest
 
 from service.domain.record import reference_code
-from tests.integration.whatsapp import Patient, body_text, button_ids, row_ids
-
-SECRET = "dev-app-secret"
-
-
-@pytest.fixture
-def patient(client, fake_graph) -> Patient:
-    return Patient(client, fake_graph, SECRET)
-
-
-def complete_form(patient: Patient, language: str = "en") -> list[dict]:
-    patient.starts_form(language)
-    patient.says("Maria Fernanda Lopez")
-    patient.says("03/02/1980")
-    patient.presses("gender:female")
-    patient.says("Calle Falsa 123, 28013 Madrid")
-    patient.says("Type 2 diabetes, hypertension")
-    summary = patient.says("Metformin 500mg")
-    assert button_ids(summary[-1]) == ["summary:confirm", "summary:edit", "summary:restart"]
-    return patient.presses("summary:confirm")
+from tests.support.conversations import complete_form
+from tests.support.whatsapp import body_text, button_ids, row_ids
 
 
 def test_a_patient_completes_the_form_in_english_and_the_record_is_archived(patient, components):

@@ -28,9 +28,9 @@ from service.domain.passwords import export_password, today_utc
 from service.shell.app import create_app
 from service.shell.config import Config
 from service.whatsapp.webhook import parse_payload, signature_valid
-from tests.conftest import GRAPH_TOKEN, PHONE_NUMBER_ID, PROJECT_ID
-from tests.integration.servers import simulator_server
-from tests.unit.test_graph_rules import INVALID_BODIES, VALID_BODIES
+from tests.support.graph_bodies import INVALID_BODIES, VALID_BODIES
+from tests.support.servers import simulator_server
+from tests.support.stack import GRAPH_TOKEN, PHONE_NUMBER_ID, PROJECT_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPH_PATH = f"/dev/graph/v21.0/{PHONE_NUMBER_ID}/messages"

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-import pytest
 from click.testing import CliRunner
 
-from service.accounts.providers import create_provider
 from service.archive.records import seal_days
 from service.shell.cli import cli
-from tests.integration.test_conversation import complete_form
-from tests.integration.whatsapp import Patient, body_text
+from tests.support.conversations import complete_form
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, body_text
 
-SECRET = "dev-app-secret"
 PHONE = "34612345678"
-
-
-@pytest.fixture
-def headers(components) -> dict[str, str]:
-    token = create_provider(components.repos.providers, "Clinic").token
-    return {"Authorization": f"Bearer {token}"}
 
 
 def object_names(components) -> list[str]:
@@ -34,15 +26,15 @@ def export(client, headers, **params) -> dict:
 
 
 def test_records_erase_removes_the_object_batches_export_zips_links_and_conversation_reference(
-    client, fake_graph, components, headers
+    client, fake_graph, components, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE)
     complete_form(patient)
     record_id = components.repos.conversations.raw(PHONE)["record_id"]
     today = datetime.now(UTC).date()
     seal_days(components, day=today)  # a batch copy of today's ciphertexts
-    holding = export(client, headers, format="csv")
-    elsewhere = export(client, headers, format="csv", to=date(2020, 1, 1).isoformat())
+    holding = export(client, provider_headers, format="csv")
+    elsewhere = export(client, provider_headers, format="csv", to=date(2020, 1, 1).isoformat())
     names = object_names(components)
     assert any(record_id in name for name in names) and any("batches/" in n for n in names)
 
@@ -64,7 +56,7 @@ def test_records_erase_removes_the_object_batches_export_zips_links_and_conversa
 
 
 def test_a_patients_delete_my_data_clears_replies_still_queued(client, fake_graph, components):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE)
     patient.starts_form()
     for answer in ("Maria Fernanda Lopez", "03/02/1980"):
         patient.says(answer)
@@ -84,12 +76,12 @@ def test_a_patients_delete_my_data_clears_replies_still_queued(client, fake_grap
 
 
 def test_a_patients_erasure_of_a_completed_record_purges_the_exports_holding_it(
-    client, fake_graph, components, headers
+    client, fake_graph, components, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE)
     complete_form(patient)
     record_id = components.repos.conversations.raw(PHONE)["record_id"]
-    holding = export(client, headers, format="xlsx")
+    holding = export(client, provider_headers, format="xlsx")
     patient.says("delete my data")
     patient.presses("erase:yes")
     assert not any(record_id in name for name in object_names(components))

@@ -17,8 +17,8 @@ from service.accounts import providers as provider_service
 from service.exports.slots import RETRY_AFTER_SECONDS, ExportSlots
 from service.shell.failpoints import Failpoints
 from service.whatsapp.webhook import sign
-from tests.integration.servers import gunicorn
-from tests.records import make_record
+from tests.support.records import make_record
+from tests.support.servers import gunicorn
 
 POINT = "export.building"
 

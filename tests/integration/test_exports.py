@@ -14,9 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import pyzipper
 from click.testing import CliRunner
-from openpyxl import load_workbook
 
 from service.accounts import providers as provider_service
 from service.archive.records import archive_record
@@ -26,7 +24,16 @@ from service.exports import build as export_service
 from service.exports import links, purge
 from service.exports.formats import COLUMNS
 from service.shell.cli import cli
-from tests.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
+from tests.support.exports import (
+    csv_rows,
+    download,
+    export_and_fetch,
+    request_export,
+    todays_password,
+    unzip,
+    xlsx_rows,
+)
+from tests.support.records import PATIENT_ADDRESS, PATIENT_NAME, make_record
 
 SUBMITTED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
 KNOWN = {
@@ -55,11 +62,6 @@ HOSTILE = (
 
 
 @pytest.fixture
-def provider(components):
-    return provider_service.create_provider(components.repos.providers, "North Clinic")
-
-
-@pytest.fixture
 def headers(provider):
     return {"Authorization": f"Bearer {provider.token}", "User-Agent": "clinic-script/2.0"}
 
@@ -76,51 +78,6 @@ def archive_known(components):
             current_medications=("Salbutamol", "Metformin 500mg"),
         ),
     )
-
-
-def request_export(client, headers, **params):
-    return client.get("/extractData", query_string=params, headers=headers)
-
-
-def download(client, url, **kwargs):
-    response = client.get(url, **kwargs)
-    return response, response.get_data()
-
-
-def unzip(data: bytes, password: str) -> tuple[str, bytes]:
-    with pyzipper.AESZipFile(io.BytesIO(data)) as archive:
-        (member,) = archive.infolist()
-        assert member.wz_aes_strength == 3  # 256-bit WinZip AES
-        assert member.compress_type == pyzipper.ZIP_DEFLATED
-        archive.setpassword(password.encode())
-        return member.filename, archive.read(member.filename)
-
-
-def todays_password(config) -> str:
-    return export_password(config.zip_password, today_utc()).password
-
-
-def export_and_fetch(client, headers, config, **params) -> tuple[dict, str, bytes]:
-    response = request_export(client, headers, **params)
-    assert response.status_code == 200, response.json
-    reply, data = download(client, response.json["download_url"])
-    assert reply.status_code == 200
-    name, content = unzip(data, todays_password(config))
-    return response.json, name, content
-
-
-def csv_rows(content: bytes) -> list[dict[str, str]]:
-    assert content.startswith(b"\xef\xbb\xbf")
-    return list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"), newline="")))
-
-
-def xlsx_rows(content: bytes) -> list[dict[str, object]]:
-    sheet = load_workbook(io.BytesIO(content))["intakes"]
-    rows = list(sheet.iter_rows())
-    assert tuple(cell.value for cell in rows[0]) == COLUMNS
-    for row in rows:
-        assert all(cell.data_type != "f" for cell in row)
-    return [{name: cell.value for name, cell in zip(COLUMNS, row, strict=True)} for row in rows[1:]]
 
 
 def token_of(url: str) -> str:

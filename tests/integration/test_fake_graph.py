@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakes.graph import FakeGraphApi
-from tests.unit.test_graph_rules import INVALID_BODIES
+from tests.support.fakes.graph import FakeGraphApi
+from tests.support.graph_bodies import INVALID_BODIES
 
 TOKEN = "test-access-token"
 PHONE_NUMBER_ID = "109876543210"

@@ -23,16 +23,10 @@ from devtools.devstack import LocalStack, free_port
 from service.accounts.providers import SCHEDULER, create_provider
 from service.domain.record import reference_code
 from service.whatsapp.webhook import sign
-from tests.fakes.kms import FakeKms, _handler_for
-from tests.integration.servers import PRODUCTION_APP, eventually_ready, gunicorn
-from tests.integration.whatsapp import Patient, post_signed
-
-SECRET = "dev-app-secret"
-
-
-@pytest.fixture
-def patient(client, fake_graph) -> Patient:
-    return Patient(client, fake_graph, SECRET)
+from tests.support.fakes.kms import FakeKms, handler_for
+from tests.support.servers import PRODUCTION_APP, eventually_ready, gunicorn
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, post_signed
 
 
 @pytest.fixture
@@ -42,7 +36,6 @@ def scheduler_token(components) -> str:
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:
     from devtools import payloads
-    from tests.integration.whatsapp import post_signed
 
     patient.sent.append(message)
     envelope = payloads.envelope([payloads.message_value(patient.wa_id, message)])
@@ -79,7 +72,7 @@ def test_firestore_frozen_during_traffic_then_back_completes_every_conversation_
     """The emulator frozen (SIGSTOP: it keeps its data, unlike a restart) while patients are
     mid-form: every delivery gets 503 quickly and /readyz names Firestore; once it answers
     again, Meta's redeliveries complete every conversation, each reply once, one record each."""
-    patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461300000{n}") for n in range(2)]
+    patients = [Patient(client, fake_graph, APP_SECRET, wa_id=f"3461300000{n}") for n in range(2)]
     for patient in patients:
         patient.starts_form()
     pending = [
@@ -170,9 +163,9 @@ class RemotePatient:
         message = self.messages[position - 1]
         envelope = payloads.envelope([payloads.message_value(self.wa_id, message)])
         if client is not None:
-            return post_signed(client, SECRET, envelope).status_code
+            return post_signed(client, APP_SECRET, envelope).status_code
         raw = payloads.encode(envelope)
-        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, raw)}
         try:
             return requests.post(f"{self.base}/webhook", data=raw, headers=headers,
                                  timeout=30).status_code  # fmt: skip
@@ -200,7 +193,7 @@ class Reference:
 @pytest.fixture
 def reference(client, fake_graph, components) -> Reference:
     """The same form with no fault, in process: the replies every patient must get, once each."""
-    patient = Patient(client, fake_graph, SECRET, wa_id="34699000001")
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id="34699000001")
     for kind, value in FORM:
         patient.says(value) if kind == "text" else patient.presses(value)
     record_ids = components.repos.conversations.raw(patient.wa_id)["record_ids"]
@@ -383,14 +376,14 @@ def _hello(wa_id: str) -> bytes:
 
 
 def _post_raw(base: str, raw: bytes) -> int:
-    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET, raw)}
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, raw)}
     return requests.post(f"{base}/webhook", data=raw, headers=headers, timeout=30).status_code
 
 
 @contextlib.contextmanager
 def _kms_on_port(fake_kms: FakeKms, port: int) -> Iterator[None]:
     """Serve the session's fake KMS (same keys) on a given port too: KMS coming back."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(fake_kms))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(fake_kms))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import PROJECT_ID
+from tests.support.stack import PROJECT_ID
 
 COLLECTIONS = [
     "conversations", "intakes", "exports", "providers", "audit_events", "_migrations", "_meta",

@@ -12,9 +12,9 @@ import requests
 
 from devtools import payloads
 from service.whatsapp.webhook import sign
-from tests.integration.servers import gunicorn
+from tests.support.servers import gunicorn
+from tests.support.stack import APP_SECRET
 
-SECRET = "dev-app-secret"
 PHI = ["Maria Fernanda Lopez", "03/02/1980", "Calle Falsa 123", "28013 Madrid",
        "Type 2 diabetes", "Metformin 500mg", "34612345678", "1980-02-03"]  # fmt: skip
 
@@ -41,7 +41,7 @@ class RemotePatient:
         raw = payloads.encode(payload)
         return requests.post(f"{base or self.bases[0]}/webhook", data=raw, timeout=30,
                              headers={"Content-Type": "application/json",
-                                      "X-Hub-Signature-256": sign(SECRET, raw)})  # fmt: skip
+                                      "X-Hub-Signature-256": sign(APP_SECRET, raw)})  # fmt: skip
 
     def says(self, text: str) -> None:
         assert self.post(self.message("text", text)).status_code == 200

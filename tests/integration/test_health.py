@@ -5,7 +5,7 @@ import time
 from devtools.devstack import LocalStack
 from service.shell.components import build_backend_readiness
 from service.shell.readiness import FAILING_FOR_SECONDS, READY_FOR_SECONDS
-from tests.integration.servers import eventually_ready
+from tests.support.servers import eventually_ready
 
 
 def test_healthz_answers_while_the_process_runs(client):

@@ -20,11 +20,10 @@ import requests
 
 from devtools import payloads
 from devtools.devstack import ROOT
-from service.accounts import providers as provider_service
 from service.shell.app import MAX_BODY_BYTES
 from service.whatsapp.webhook import sign
-from tests.integration.servers import gunicorn
-from tests.integration.whatsapp import Patient
+from tests.support.servers import gunicorn
+from tests.support.whatsapp import Patient
 
 WEBHOOK = "/getIncomingMessages"
 WA_ID = "34612345678"
@@ -33,14 +32,6 @@ WA_ID = "34612345678"
 @pytest.fixture
 def secret(components) -> str:
     return components.config.whatsapp_app_secret
-
-
-@pytest.fixture
-def token(components) -> str:
-    """An admin's token: the one role every provider and task route admits."""
-    return provider_service.create_provider(
-        components.repos.providers, "North Clinic", provider_service.ADMIN
-    ).token
 
 
 def post_raw(client, raw: bytes, secret: str | None, content_type: str | None = "application/json"):
@@ -216,11 +207,14 @@ def test_an_unsigned_hostile_body_changes_nothing(
     assert len(fake_graph.messages_to(WA_ID)) == replies
 
 
-def test_a_deeply_nested_body_gets_400_from_every_json_endpoint(app, client, secret, token):
+def test_a_deeply_nested_body_gets_400_from_every_json_endpoint(app, client, secret, admin_token):
     """100,000 `[` to any POST route: a RecursionError must never surface as a 500."""
     raw = b"[" * 100_000
     for rule, _method, url in rule_requests(app, "x", methods={"POST"}):
-        headers = {"Authorization": f"Bearer {token}", "X-Hub-Signature-256": sign(secret, raw)}
+        headers = {
+            "Authorization": f"Bearer {admin_token}",
+            "X-Hub-Signature-256": sign(secret, raw),
+        }
         response = client.post(url, data=raw, content_type="application/json", headers=headers)
         assert response.status_code < 500, (rule, response.get_data(as_text=True))
 
@@ -297,7 +291,7 @@ def call(client, method: str, url: str, value: str, token: str):
     )
 
 
-def test_every_route_and_every_error_answers_cache_control_no_store(app, client, token):
+def test_every_route_and_every_error_answers_cache_control_no_store(app, client, admin_token):
     app.add_url_rule("/test-only/boom", "boom", lambda: 1 / 0)  # an unexpected error: 500
     checked = []
     for rule, method, url in [
@@ -305,7 +299,7 @@ def test_every_route_and_every_error_answers_cache_control_no_store(app, client,
         ("(unknown path)", "GET", "/no-such-page"),
         ("(wrong method)", "DELETE", "/extractData"),
     ]:
-        response = call(client, method, url, "x", token)
+        response = call(client, method, url, "x", admin_token)
         assert "no-store" in response.headers.get("Cache-Control", ""), (method, rule)
         assert response.headers.get("Pragma") == "no-cache", (method, rule)
         checked.append(response.status_code)
@@ -313,14 +307,14 @@ def test_every_route_and_every_error_answers_cache_control_no_store(app, client,
         "/startConversation",
         data=b"x" * (MAX_BODY_BYTES + 1),
         content_type="application/json",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {admin_token}"},
     )
     assert (big.status_code, big.headers["Cache-Control"]) == (413, "no-store")
     assert {200, 400, 401, 403, 404, 405, 500} <= set(checked)
 
 
-def test_passwords_export_links_and_downloads_are_not_cached(client, token):
-    headers = {"Authorization": f"Bearer {token}"}
+def test_passwords_export_links_and_downloads_are_not_cached(client, admin_token):
+    headers = {"Authorization": f"Bearer {admin_token}"}
     password = client.get("/exports/password", headers=headers)
     export = client.get("/extractData", headers=headers)
     download = client.get(export.json["download_url"])
@@ -334,7 +328,9 @@ SCRIPTS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_no_route_reflects_a_script_into_html_and_no_error_page_is_html(app, client, token, script):
+def test_no_route_reflects_a_script_into_html_and_no_error_page_is_html(
+    app, client, admin_token, script
+):
     html_checked = 0
     for rule, method, url in [
         *rule_requests(app, script),
@@ -343,7 +339,7 @@ def test_no_route_reflects_a_script_into_html_and_no_error_page_is_html(app, cli
         ("(double slash)", "GET", "/exports//password"),
         ("(trailing slash)", "GET", "/exports/password/"),
     ]:
-        response = call(client, method, url, script, token)
+        response = call(client, method, url, script, admin_token)
         body = response.get_data(as_text=True)
         assert not 300 <= response.status_code < 400, (method, rule, "no HTML redirect pages")
         if response.status_code >= 400:

@@ -11,23 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from devtools import payloads
-from service.accounts.providers import create_provider
 from service.shell.cli import cli
-from tests.integration.test_conversation import complete_form
-from tests.integration.test_exports import csv_rows, export_and_fetch, xlsx_rows
-from tests.integration.whatsapp import Patient, body_text, post_signed
+from tests.support.conversations import complete_form
+from tests.support.exports import csv_rows, export_and_fetch, xlsx_rows
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, body_text, post_signed
 
-SECRET = "dev-app-secret"
 PHONE = "34612345678"
 NEW_PHONE = "34699887766"
 BSUID = "ES.1410018717833190"
 NEW_BSUID = "ES.2520029828944201"
-
-
-@pytest.fixture
-def headers(components) -> dict[str, str]:
-    token = create_provider(components.repos.providers, "Clinic").token
-    return {"Authorization": f"Bearer {token}"}
 
 
 def conversation_ids(components) -> list[str]:
@@ -36,9 +29,9 @@ def conversation_ids(components) -> list[str]:
 
 
 def test_a_patient_known_only_by_a_bsuid_completes_the_intake_answered_by_recipient(
-    client, fake_graph, components, config, headers
+    client, fake_graph, components, config, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=None, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=None, bsuid=BSUID)
     replies = complete_form(patient)
     assert "reference" in body_text(replies[-1]).lower()
     sent = fake_graph.messages_to(None, BSUID)
@@ -46,25 +39,25 @@ def test_a_patient_known_only_by_a_bsuid_completes_the_intake_answered_by_recipi
     assert all(m["body"].get("recipient") == BSUID and "to" not in m["body"] for m in sent)
     assert components.repos.conversations.raw(BSUID)["status"] == "completed"
 
-    _, _, content = export_and_fetch(client, headers, config, format="csv")
+    _, _, content = export_and_fetch(client, provider_headers, config, format="csv")
     (row,) = csv_rows(content)
     assert (row["phone"], row["whatsapp_user_id"]) == ("", BSUID)
-    _, _, content = export_and_fetch(client, headers, config, format="xlsx")
+    _, _, content = export_and_fetch(client, provider_headers, config, format="xlsx")
     (row,) = xlsx_rows(content)
     assert row["phone"] is None and row["whatsapp_user_id"] == BSUID
 
 
 def test_a_patient_known_by_both_is_answered_by_phone_alone(client, fake_graph, components):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     patient.says("hello")
     (reply,) = fake_graph.messages_to(PHONE)
     assert reply["body"]["to"] == PHONE and "recipient" not in reply["body"]
 
 
 def test_a_patient_whose_messages_start_carrying_a_bsuid_keeps_their_draft(
-    client, fake_graph, components, config, headers
+    client, fake_graph, components, config, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE)
     patient.starts_form()
     patient.says("Maria Fernanda Lopez")
     patient.bsuid = BSUID  # Meta's rollout: the same patient, now with a BSUID too
@@ -79,7 +72,7 @@ def test_a_patient_whose_messages_start_carrying_a_bsuid_keeps_their_draft(
     assert conversation_ids(components) == [key]
     assert components.repos.conversations.raw(BSUID)["status"] == "completed"
     assert components.repos.conversations.find(PHONE) == key
-    _, _, content = export_and_fetch(client, headers, config, format="csv")
+    _, _, content = export_and_fetch(client, provider_headers, config, format="csv")
     (row,) = csv_rows(content)  # one record, filed with both identifiers
     assert row["phone"] == f"'+{PHONE}" and row["whatsapp_user_id"] == BSUID
 
@@ -87,12 +80,12 @@ def test_a_patient_whose_messages_start_carrying_a_bsuid_keeps_their_draft(
 def test_a_changed_number_keeps_the_conversation_and_replies_follow_the_new_number(
     client, fake_graph, components
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     patient.starts_form()
     patient.says("Maria Fernanda Lopez")
     change = payloads.system_value("user_changed_number", PHONE, BSUID, new_wa_id=NEW_PHONE)
-    assert post_signed(client, SECRET, payloads.envelope([change])).status_code == 200
-    assert post_signed(client, SECRET, payloads.envelope([change])).status_code == 200  # again
+    assert post_signed(client, APP_SECRET, payloads.envelope([change])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([change])).status_code == 200  # again
     patient.wa_id = NEW_PHONE
     patient.seen = 0
     replies = patient.says("03/02/1980")
@@ -102,10 +95,10 @@ def test_a_changed_number_keeps_the_conversation_and_replies_follow_the_new_numb
 
 
 def test_a_changed_number_without_a_bsuid_links_the_new_number(client, fake_graph, components):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE)
     patient.starts_form()
     change = payloads.system_value("user_changed_number", PHONE, None, new_wa_id=NEW_PHONE)
-    assert post_signed(client, SECRET, payloads.envelope([change])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([change])).status_code == 200
     patient.wa_id, patient.seen = NEW_PHONE, 0
     replies = patient.says("Maria Fernanda Lopez")
     assert "birth" in body_text(replies[-1]).lower()
@@ -113,10 +106,10 @@ def test_a_changed_number_without_a_bsuid_links_the_new_number(client, fake_grap
 
 
 def test_a_changed_bsuid_keeps_the_conversation(client, fake_graph, components):
-    patient = Patient(client, fake_graph, SECRET, wa_id=None, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=None, bsuid=BSUID)
     patient.starts_form()
     change = payloads.system_value("user_changed_user_id", None, BSUID, new_user_id=NEW_BSUID)
-    assert post_signed(client, SECRET, payloads.envelope([change])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([change])).status_code == 200
     patient.bsuid, patient.seen = NEW_BSUID, 0
     replies = patient.says("Maria Fernanda Lopez")
     assert "birth" in body_text(replies[-1]).lower()
@@ -126,7 +119,7 @@ def test_a_changed_bsuid_keeps_the_conversation(client, fake_graph, components):
 
 def test_an_identity_change_for_an_unknown_patient_stores_nothing(client, components):
     change = payloads.system_value("user_changed_number", PHONE, BSUID, new_wa_id=NEW_PHONE)
-    assert post_signed(client, SECRET, payloads.envelope([change])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([change])).status_code == 200
     assert conversation_ids(components) == []
     assert list(components.repos.firestore.collection("identity_links").stream()) == []
 
@@ -134,10 +127,10 @@ def test_an_identity_change_for_an_unknown_patient_stores_nothing(client, compon
 def test_a_recycled_number_with_another_bsuid_does_not_reopen_the_previous_form(
     client, fake_graph, components
 ):
-    first = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    first = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     first.starts_form()
     first.says("Maria Fernanda Lopez")
-    newcomer = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=NEW_BSUID)
+    newcomer = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=NEW_BSUID)
     newcomer.seen = len(fake_graph.messages_to(PHONE))
     replies = newcomer.says("hello")
     assert "language" in body_text(replies[-1]).lower()  # a new form, not the first one's
@@ -146,20 +139,20 @@ def test_a_recycled_number_with_another_bsuid_does_not_reopen_the_previous_form(
 
 
 def test_an_invitation_by_phone_reaches_a_patient_who_wrote_with_a_bsuid_and_stopped(
-    client, fake_graph, components, headers
+    client, fake_graph, components, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     patient.says("STOP")
-    response = client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=headers)
+    response = client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=provider_headers)
     assert response.status_code == 409  # the promise made at STOP holds by phone too
     assert [m["body"]["type"] for m in fake_graph.messages_to(PHONE)] == ["text"]
 
 
 def test_an_invited_patient_who_answers_with_phone_and_bsuid_continues_that_invitation(
-    client, fake_graph, components, headers
+    client, fake_graph, components, provider_headers
 ):
-    client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=headers)
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=provider_headers)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     patient.seen = 1
     patient.says("hello")
     (key,) = conversation_ids(components)
@@ -168,11 +161,11 @@ def test_an_invited_patient_who_answers_with_phone_and_bsuid_continues_that_invi
 
 
 def test_a_username_patient_later_invited_by_phone_keeps_one_conversation(
-    client, fake_graph, components, headers
+    client, fake_graph, components, provider_headers
 ):
-    patient = Patient(client, fake_graph, SECRET, wa_id=None, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=None, bsuid=BSUID)
     patient.starts_form()  # known only by BSUID: the clinic cannot tell it is this number
-    client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=headers)
+    client.post("/startConversation", json={"to": f"+{PHONE}"}, headers=provider_headers)
     assert len(conversation_ids(components)) == 2
     patient.wa_id = PHONE  # the patient now writes with their number showing
     patient.seen = len(fake_graph.messages_to(None, BSUID))
@@ -184,10 +177,10 @@ def test_a_username_patient_later_invited_by_phone_keeps_one_conversation(
 
 
 def test_a_failed_status_for_a_message_sent_to_a_bsuid_is_recorded(client, fake_graph, components):
-    patient = Patient(client, fake_graph, SECRET, wa_id=None, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=None, bsuid=BSUID)
     patient.says("hello")
     value = payloads.status_value(None, "wamid.X", "failed", [{"code": 131026}], user_id=BSUID)
-    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([value])).status_code == 200
     assert components.repos.conversations.raw(BSUID)["failed_deliveries"] == 1
 
 
@@ -205,13 +198,13 @@ def test_a_message_without_a_usable_sender_is_acknowledged_and_changes_nothing(
 ):
     message = {**sender, **payloads.text_message("hello")}
     payload = payloads.envelope([{"messages": [message]}])
-    assert post_signed(client, SECRET, payload).status_code == 200
+    assert post_signed(client, APP_SECRET, payload).status_code == 200
     assert conversation_ids(components) == []
 
 
 def test_support_staff_find_a_conversation_by_phone_or_bsuid(client, fake_graph, components):
     runner = CliRunner()
-    patient = Patient(client, fake_graph, SECRET, wa_id=PHONE, bsuid=BSUID)
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id=PHONE, bsuid=BSUID)
     patient.starts_form()
     (key,) = conversation_ids(components)
     for typed in ("+34 612 345 678", BSUID):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from service.shell.app import create_app
 from service.shell.cli import cli
 from service.shell.components import build_components
-from tests.records import make_record
+from tests.support.records import make_record
 
 
 def _invoke(components, *args):

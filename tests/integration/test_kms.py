@@ -14,7 +14,7 @@ from tink import aead, secret_key_access
 from tink.proto import tink_pb2
 
 from service.keys.kms import KmsAead, KmsUnavailableError, make_kms_client
-from tests.fakes.kms import FakeKms
+from tests.support.fakes.kms import FakeKms
 
 KEY_NAME = "projects/intake-test/locations/global/keyRings/intake/cryptoKeys/keyset-kek"
 OTHER_KEY_NAME = "projects/intake-test/locations/global/keyRings/intake/cryptoKeys/other"

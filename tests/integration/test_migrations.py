@@ -8,6 +8,9 @@ from click.testing import CliRunner
 
 from migrations.runner import MigrationError, discover, run_migrations
 from service.shell.cli import cli
+from tests.support.conversations import complete_form
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, body_text
 
 
 @pytest.fixture
@@ -134,8 +137,6 @@ def test_cli_migrate_ships_the_schema_version_document(components):
 
 # -- 0003: phone-keyed conversations move to pseudonymous keys ------------------------------
 
-LEGACY_SECRET = "dev-app-secret"
-
 
 def _written_before_0003(components, phone: str) -> None:
     """Rewrite a patient's conversation as the service wrote it before 0003: named by the phone
@@ -183,12 +184,9 @@ def test_0003_moves_old_conversations_keeping_draft_queued_replies_and_records(
 ):
     from datetime import UTC, datetime, timedelta
 
-    from tests.integration.test_conversation import complete_form
-    from tests.integration.whatsapp import Patient, body_text
-
-    done = Patient(client, fake_graph, LEGACY_SECRET, wa_id="447700900123")
+    done = Patient(client, fake_graph, APP_SECRET, wa_id="447700900123")
     complete_form(done)
-    midway = Patient(client, fake_graph, LEGACY_SECRET, wa_id="34612345678")
+    midway = Patient(client, fake_graph, APP_SECRET, wa_id="34612345678")
     midway.starts_form()
     fake_graph.fail_next(3, status=500, code=2)
     assert midway.says("Maria Fernanda Lopez") == []  # the next question stays queued
@@ -220,9 +218,7 @@ def test_0003_moves_old_conversations_keeping_draft_queued_replies_and_records(
 def test_0003_is_safe_while_the_webhook_is_live(client, fake_graph, components):
     import threading
 
-    from tests.integration.whatsapp import Patient, body_text
-
-    patients = [Patient(client, fake_graph, LEGACY_SECRET, wa_id=f"3461200000{n}")
+    patients = [Patient(client, fake_graph, APP_SECRET, wa_id=f"3461200000{n}")
                 for n in range(6)]  # fmt: skip
     for patient in patients:
         patient.starts_form()

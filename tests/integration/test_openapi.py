@@ -24,7 +24,7 @@ from devtools.devstack import ROOT
 from service.accounts import providers as provider_service
 from service.archive.records import archive_record
 from service.shell.app import create_app
-from tests.records import make_record
+from tests.support.records import make_record
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 DESCRIPTION = yaml.safe_load(OPENAPI.read_text())
@@ -44,14 +44,6 @@ PROVIDER_PATHS = {
     "/healthz",
     "/readyz",
 }
-
-
-@pytest.fixture
-def token(components) -> str:
-    """An admin's token: the one role every provider and task route admits."""
-    return provider_service.create_provider(
-        components.repos.providers, "North Clinic", provider_service.ADMIN
-    ).token
 
 
 def documented_operations() -> list[tuple[str, str]]:
@@ -81,10 +73,10 @@ def generation_runs() -> list:
 # per operation, and the schema is the one the running app serves.
 @pytest.mark.parametrize(("method", "path", "mode"), generation_runs())
 def test_every_operation_answers_as_documented_without_a_server_error(
-    app, token, method, path, mode
+    app, admin_token, method, path, mode
 ):
     operation = schemathesis.openapi.from_wsgi("/openapi.yaml", app)[path][method]
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {admin_token}"}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None)
     @given(case=operation.as_strategy(mode))
@@ -94,11 +86,11 @@ def test_every_operation_answers_as_documented_without_a_server_error(
     answers_as_documented()
 
 
-def test_a_real_export_and_its_download_answer_as_documented(app, components, token):
+def test_a_real_export_and_its_download_answer_as_documented(app, components, admin_token):
     """Generated links never verify, so the documented 200 of a download is checked here."""
     archive_record(components, make_record())
     schema = schemathesis.openapi.from_wsgi("/openapi.yaml", app)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {admin_token}"}
     password = schema["/exports/password"]["GET"].Case()
     password.call_and_validate(headers=headers, checks=CHECKS)
     created = schema["/extractData"]["GET"].Case(query={"format": "xlsx"})

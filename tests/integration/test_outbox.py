@@ -5,20 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.accounts.providers import SCHEDULER, create_provider
-from tests.integration.whatsapp import Patient, body_text
-
-SECRET = "dev-app-secret"
-
-
-@pytest.fixture
-def patient(client, fake_graph) -> Patient:
-    return Patient(client, fake_graph, SECRET)
-
-
-@pytest.fixture
-def provider_headers(components) -> dict[str, str]:
-    token = create_provider(components.repos.providers, "Clinic").token
-    return {"Authorization": f"Bearer {token}"}
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, body_text
 
 
 @pytest.fixture
@@ -207,7 +195,7 @@ def _flush_until_drained(client, headers, components, wa_ids: list[str]) -> int:
 def test_a_burst_of_mixed_graph_failures_across_patients_drains_with_every_reply_once(
     client, fake_graph, components, scheduler_headers
 ):
-    patients = [Patient(client, fake_graph, SECRET, wa_id=f"3461200000{n}") for n in range(4)]
+    patients = [Patient(client, fake_graph, APP_SECRET, wa_id=f"3461200000{n}") for n in range(4)]
     for patient in patients:
         patient.says("hello")
     # Meta in trouble: 5xx, throttling with a Retry-After too long to wait in a request,

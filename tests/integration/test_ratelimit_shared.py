@@ -13,12 +13,11 @@ import requests
 from devtools.devstack import free_port
 from repositories.clients import make_firestore_client
 from repositories.ratelimits import RateLimitRepository
-from service.accounts import providers as provider_service
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.exports import links
 from service.shell.app import create_app
 from service.shell.components import build_components
-from tests.integration.servers import gunicorn
+from tests.support.servers import gunicorn
 
 BAD = {"Authorization": "Bearer ipt_0123456789abcdef_guess"}
 CLIENT_IP = "198.51.100.7"  # what Cloud Run's front end appends to X-Forwarded-For
@@ -28,11 +27,6 @@ LIMIT = 10
 def from_client(index: int = 0, client_ip: str = CLIENT_IP) -> dict[str, str]:
     """Headers as Cloud Run delivers them: whatever the caller sent, then the real address."""
     return {"X-Forwarded-For": f"10.66.{index // 250}.{index % 250}, {client_ip}"}
-
-
-@pytest.fixture
-def provider(components):
-    return provider_service.create_provider(components.repos.providers, "North Clinic")
 
 
 @pytest.fixture

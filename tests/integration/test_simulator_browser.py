@@ -20,7 +20,7 @@ import pyzipper
 
 from devtools.simulator import SimulatedPatient
 from service.domain.identity import PatientIdentity
-from tests.integration.servers import simulator_server
+from tests.support.servers import simulator_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

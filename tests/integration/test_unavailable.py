@@ -19,10 +19,10 @@ from repositories.archive import ArchiveRepository
 from service.accounts.providers import create_provider
 from service.shell.app import create_app
 from service.shell.components import build_components
-from tests.integration.whatsapp import Patient, post_signed
-from tests.records import make_record
+from tests.support.records import make_record
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, post_signed
 
-SECRET = "dev-app-secret"
 PROVIDER_CALLS = [
     ("GET", "/exports/password", None),
     ("GET", "/extractData?format=csv", None),
@@ -136,7 +136,7 @@ def test_a_conversation_document_over_firestores_size_limit_gets_503_not_a_500(
 ):
     """Firestore refuses a document over 1 MiB with InvalidArgument: the webhook must answer
     503 (Meta retries; one ERROR line with the traceback a minute), never a 500 per retry."""
-    patient = Patient(client, fake_graph, SECRET)
+    patient = Patient(client, fake_graph, APP_SECRET)
     patient.says("hello")
     conversations = components.repos.firestore.collection("conversations")
     (document,) = list(conversations.stream())
@@ -144,7 +144,7 @@ def test_a_conversation_document_over_firestores_size_limit_gets_503_not_a_500(
     message = payloads.button_reply("language:en", "English", timestamp=patient._timestamp())
     envelope = payloads.envelope([payloads.message_value(patient.wa_id, message)])
     with caplog.at_level(logging.ERROR):
-        responses = [post_signed(client, SECRET, envelope) for _ in range(2)]
+        responses = [post_signed(client, APP_SECRET, envelope) for _ in range(2)]
     for response in responses:
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.json["error"] == {

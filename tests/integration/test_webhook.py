@@ -7,9 +7,9 @@ import pytest
 from blueprints.messaging import WEBHOOK_PATHS
 from devtools import payloads
 from service.whatsapp.webhook import sign
-from tests.integration.whatsapp import post_signed
+from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import Patient, post_signed
 
-SECRET = "dev-app-secret"  # the test config's WHATSAPP_APP_SECRET (the development default)
 WA_ID = "34612345678"
 
 
@@ -67,7 +67,7 @@ def test_a_signature_over_other_bytes_is_refused(client, components, fake_graph,
         path,
         data=raw + b" ",
         content_type="application/json",
-        headers={"X-Hub-Signature-256": sign(SECRET, raw)},
+        headers={"X-Hub-Signature-256": sign(APP_SECRET, raw)},
     )
     assert response.status_code == 401
     assert components.repos.conversations.raw(WA_ID) is None
@@ -91,7 +91,7 @@ def test_the_refusal_tests_cover_every_path_that_receives_deliveries(app):
 @pytest.mark.parametrize("path", ["/getIncomingMessages", "/webhook", "/getIncomingMessage"])
 def test_a_signed_message_on_every_alias_is_accepted_and_answered(client, fake_graph, path):
     fake_graph.customer_wrote(WA_ID)
-    response = post_signed(client, SECRET, _text_payload(), path=path)
+    response = post_signed(client, APP_SECRET, _text_payload(), path=path)
     assert response.status_code == 200
     assert len(fake_graph.messages_to(WA_ID)) >= 1
 
@@ -121,7 +121,7 @@ def test_every_message_type_gets_200(client, fake_graph, kind):
         **NON_TEXT[kind],
     }
     response = post_signed(
-        client, SECRET, payloads.envelope([payloads.message_value(WA_ID, message)])
+        client, APP_SECRET, payloads.envelope([payloads.message_value(WA_ID, message)])
     )
     assert response.status_code == 200
 
@@ -134,12 +134,12 @@ def test_status_updates_get_200(client, status):
         status,
         errors=[{"code": 131026, "title": "Undeliverable"}] if status == "failed" else None,
     )
-    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([value])).status_code == 200
 
 
 def _patient_wrote(client, fake_graph) -> None:
     fake_graph.customer_wrote(WA_ID)
-    assert post_signed(client, SECRET, _text_payload()).status_code == 200
+    assert post_signed(client, APP_SECRET, _text_payload()).status_code == 200
 
 
 def test_a_failed_delivery_is_visible_to_support_staff(client, components, fake_graph):
@@ -147,7 +147,7 @@ def test_a_failed_delivery_is_visible_to_support_staff(client, components, fake_
     value = payloads.status_value(
         WA_ID, "wamid.ABC", "failed", errors=[{"code": 131026, "title": "Undeliverable"}]
     )
-    post_signed(client, SECRET, payloads.envelope([value]))
+    post_signed(client, APP_SECRET, payloads.envelope([value]))
     stored = components.repos.conversations.raw(WA_ID)
     assert stored["failed_deliveries"] == 1
     assert stored["last_error"]["code"] == 131026
@@ -155,7 +155,7 @@ def test_a_failed_delivery_is_visible_to_support_staff(client, components, fake_
 
 def test_top_level_errors_entries_get_200(client):
     value = {"errors": [{"code": 131000, "title": "Something went wrong"}]}
-    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([value])).status_code == 200
 
 
 def test_a_batch_of_entries_changes_and_messages_is_processed_whole(client, fake_graph, components):
@@ -168,7 +168,7 @@ def test_a_batch_of_entries_changes_and_messages_is_processed_whole(client, fake
     payload["entry"][0]["changes"][0]["value"]["statuses"] = payloads.status_value(
         patients[0], "wamid.Z", "read"
     )["statuses"]
-    assert post_signed(client, SECRET, payload).status_code == 200
+    assert post_signed(client, APP_SECRET, payload).status_code == 200
     for wa_id in patients:
         assert components.repos.conversations.raw(wa_id)["status"] != "new"
         assert fake_graph.messages_to(wa_id)
@@ -186,12 +186,12 @@ def test_a_batch_of_entries_changes_and_messages_is_processed_whole(client, fake
     ],
 )
 def test_well_signed_but_odd_json_gets_200_and_changes_nothing(client, components, raw):
-    assert post_signed(client, SECRET, raw).status_code == 200
+    assert post_signed(client, APP_SECRET, raw).status_code == 200
     assert list(components.repos.firestore.collection("conversations").stream()) == []
 
 
 def test_a_signed_body_that_is_not_json_gets_400(client):
-    assert post_signed(client, SECRET, b"\xff\xfe not json").status_code == 400
+    assert post_signed(client, APP_SECRET, b"\xff\xfe not json").status_code == 400
 
 
 def test_a_body_over_meta_limit_gets_413(client):
@@ -200,28 +200,26 @@ def test_a_body_over_meta_limit_gets_413(client):
         "/webhook",
         data=raw,
         content_type="application/json",
-        headers={"X-Hub-Signature-256": sign(SECRET, raw)},
+        headers={"X-Hub-Signature-256": sign(APP_SECRET, raw)},
     )
     assert response.status_code == 413
 
 
 def test_a_failed_status_for_an_unknown_patient_creates_no_conversation(client, components):
     value = payloads.status_value(WA_ID, "wamid.ABC", "failed", errors=[{"code": 131026}])
-    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([value])).status_code == 200
     assert list(components.repos.firestore.collection("conversations").stream()) == []
 
 
 def test_a_failed_status_with_an_absurd_error_code_still_gets_200(client, components, fake_graph):
     _patient_wrote(client, fake_graph)
     value = payloads.status_value(WA_ID, "wamid.ABC", "failed", errors=[{"code": 2**63}])
-    assert post_signed(client, SECRET, payloads.envelope([value])).status_code == 200
+    assert post_signed(client, APP_SECRET, payloads.envelope([value])).status_code == 200
     assert components.repos.conversations.raw(WA_ID)["failed_deliveries"] == 1
 
 
 def test_a_seven_digit_number_can_complete_the_form(client, fake_graph, components):
-    from tests.integration.whatsapp import Patient
-
-    patient = Patient(client, fake_graph, SECRET, wa_id="6831234")  # Niue numbers have 7 digits
+    patient = Patient(client, fake_graph, APP_SECRET, wa_id="6831234")  # Niue numbers have 7 digits
     patient.starts_form()
     for answer in ("Maria Lopez", "03/02/1980", "f", "Main Road, Alofi", "none", "none"):
         patient.says(answer)
@@ -236,7 +234,7 @@ def test_messages_for_another_phone_number_are_acknowledged_and_ignored(
     value = payloads.message_value(WA_ID, payloads.text_message("hola"))
     payload = payloads.envelope([value], phone_number_id="999999999999999")
     for _ in range(3):
-        assert post_signed(client, SECRET, payload).status_code == 200
+        assert post_signed(client, APP_SECRET, payload).status_code == 200
     assert components.repos.conversations.keys() == []
     assert fake_graph.messages == []
 
@@ -248,7 +246,7 @@ def test_changes_of_another_webhook_field_are_acknowledged_and_ignored(
     fake_graph.customer_wrote(WA_ID)
     payload = _text_payload()
     payload["entry"][0]["changes"][0]["field"] = field
-    assert post_signed(client, SECRET, payload).status_code == 200
+    assert post_signed(client, APP_SECRET, payload).status_code == 200
     assert components.repos.conversations.keys() == []
     assert fake_graph.messages == []
 
@@ -263,6 +261,6 @@ def test_messages_for_our_number_in_the_same_delivery_are_still_processed(
         phone_number_id="999999999999999",
     )
     ours["entry"].append(other["entry"][0])
-    assert post_signed(client, SECRET, ours).status_code == 200
+    assert post_signed(client, APP_SECRET, ours).status_code == 200
     assert len(components.repos.conversations.keys()) == 1
     assert components.repos.conversations.raw(WA_ID) is not None

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from blueprints.messaging import WEBHOOK_PATHS
 from devtools import payloads
 from service.whatsapp.webhook import sign
+from tests.support.stack import APP_SECRET
 
-SECRET = "dev-app-secret"
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -140,7 +140,7 @@ def post_signed_raw(client, raw: bytes):
         "/webhook",
         data=raw,
         content_type="application/json",
-        headers={"X-Hub-Signature-256": sign(SECRET, raw)},
+        headers={"X-Hub-Signature-256": sign(APP_SECRET, raw)},
     )
 
 

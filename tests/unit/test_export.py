@@ -19,7 +19,7 @@ from service.exports.formats import (
     write_csv,
     write_xlsx,
 )
-from tests.records import make_record, numbered_record
+from tests.support.records import make_record, numbered_record
 
 SUBMITTED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")

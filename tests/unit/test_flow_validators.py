@@ -17,7 +17,7 @@ from service.conversation.flow.validators import (
     parse_name,
 )
 from service.domain.record import InvalidRecordError, validate
-from tests.records import make_record
+from tests.support.records import make_record
 
 TODAY = date(2026, 3, 1)
 

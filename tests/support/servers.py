@@ -93,7 +93,7 @@ def eventually_ready(client, within: float = 30.0) -> bool:
 
 
 # gunicorn calls this factory in each worker: see production_app.
-PRODUCTION_APP = "tests.integration.servers:production_app()"
+PRODUCTION_APP = "tests.support.servers:production_app()"
 
 
 def production_app():

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from devtools import payloads
 from service.whatsapp.webhook import sign
-from tests.fakes.graph import FakeGraphApi
+from tests.support.fakes.graph import FakeGraphApi
 
 
 def post_signed(client: FlaskClient, secret: str, payload: dict | bytes, path: str = "/webhook"):

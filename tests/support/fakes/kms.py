@@ -124,7 +124,7 @@ class FakeKms:
         """Serve on a free port of 127.0.0.1 and return the endpoint URL."""
         if self._server is not None:
             raise RuntimeError("FakeKms is already running")
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fake-kms", daemon=True
         )
@@ -319,7 +319,9 @@ def _parse_body(raw_body: bytes) -> dict[str, Any]:
     return body
 
 
-def _handler_for(fake: FakeKms) -> type[BaseHTTPRequestHandler]:
+def handler_for(fake: FakeKms) -> type[BaseHTTPRequestHandler]:
+    """Return the HTTP handler that serves `fake`: a second server may serve the same keys."""
+
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.0 closes each connection, so after stop() no pooled keep-alive connection is
         # still served by a leftover handler thread.

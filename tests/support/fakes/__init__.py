@@ -1,0 +1,1 @@
+"""Protocol-level fakes of the services the tests cannot run locally: Cloud KMS, the Graph API."""
