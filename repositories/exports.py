@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
-from requests.exceptions import RequestException
 
 from repositories.clients import (
     FIRESTORE_CALL,
     STORAGE_CALL,
+    STORAGE_ERRORS,
     STORAGE_UPLOAD_CALL,
     TRANSIENT_ERRORS,
     unavailable,
@@ -28,7 +28,6 @@ from service.errors import ConflictError
 COLLECTION = "exports"
 OBJECT_PREFIX = "exports/"
 READY, PURGED = "ready", "purged"
-_STORAGE_ERRORS = (*TRANSIENT_ERRORS, RequestException)
 _READ_CHUNK = 1024 * 1024
 
 
@@ -79,7 +78,7 @@ class ExportRepository:
             )
         except google_exceptions.PreconditionFailed:
             raise ConflictError(f"export {export_id} already exists") from None
-        except _STORAGE_ERRORS as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         return object_name, path.stat().st_size
 
@@ -96,13 +95,13 @@ class ExportRepository:
             snapshot = self._collection.document(export_id).get(**FIRESTORE_CALL)
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
-        return _entry(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
+        return _entry(snapshot.id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     def open_zip(self, object_name: str) -> ZipStream | None:
         """Return the stored zip as a stream of chunks, or None when it is gone."""
         try:
             blob = self._bucket.get_blob(object_name, **STORAGE_CALL)
-        except _STORAGE_ERRORS as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         if blob is None:
             return None
@@ -120,7 +119,7 @@ class ExportRepository:
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
         for snapshot in snapshots:
-            entry = _entry(snapshot.id, snapshot.to_dict())
+            entry = _entry(snapshot.id, snapshot.to_dict() or {})
             if entry.created_at < cutoff:
                 yield entry
 
@@ -136,7 +135,7 @@ class ExportRepository:
             self._bucket.blob(object_name).delete()
         except google_exceptions.NotFound:
             return False
-        except _STORAGE_ERRORS as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         return True
 
@@ -144,7 +143,7 @@ class ExportRepository:
         """Yield (object name, export id) of every export zip written before cutoff."""
         try:
             blobs = list(self._bucket.list_blobs(prefix=OBJECT_PREFIX))
-        except _STORAGE_ERRORS as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         for blob in blobs:
             if blob.time_created is not None and blob.time_created < cutoff:
@@ -178,7 +177,7 @@ def _fields(entry: ExportEntry) -> dict[str, object]:
     }
 
 
-def _entry(export_id: str, data: dict) -> ExportEntry:
+def _entry(export_id: str, data: dict[str, Any]) -> ExportEntry:
     filters = data.get("filters") or {}
     return ExportEntry(
         export_id=export_id,

@@ -20,6 +20,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from repositories.clients import FirestoreCall
 from service.domain.identity import PatientIdentity, Pseudonyms, is_phone
 
 CONVERSATIONS = "conversations"
@@ -50,7 +51,7 @@ class IdentityResolver:
         client: firestore.Client,
         pseudonyms: Pseudonyms,
         stored_identity: Callable[[firestore.DocumentSnapshot], PatientIdentity | None],
-        call: dict[str, Any],
+        call: FirestoreCall,
     ) -> None:
         self._client = client
         self._conversations = client.collection(CONVERSATIONS)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
-from requests.exceptions import RequestException
 
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, STORAGE_ERRORS, unavailable
 from service.errors import ConflictError
 from service.keys.crypto import StoredKeyset
 
@@ -25,7 +24,7 @@ class KeysetObjectStore:
             data = blob.download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             return None
-        except (*TRANSIENT_ERRORS, RequestException) as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
         return StoredKeyset(data, blob.generation)
 
@@ -48,5 +47,5 @@ class KeysetObjectStore:
             raise ConflictError(
                 f"the keyset at {self.description} exists or changed meanwhile"
             ) from error
-        except (*TRANSIENT_ERRORS, RequestException) as error:
+        except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error

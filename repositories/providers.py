@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from google.cloud import firestore
 
@@ -51,11 +52,11 @@ class ProviderRepository:
         snapshot = self._collection.document(provider_id).get(**FIRESTORE_CALL)
         if not snapshot.exists:
             return None
-        return _provider(snapshot.id, snapshot.to_dict())
+        return _provider(snapshot.id, snapshot.to_dict() or {})
 
     def list(self) -> list[Provider]:
         snapshots = self._collection.order_by("created_at").stream()
-        return [_provider(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
+        return [_provider(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
 
     def revoke(self, provider_id: str, revoked_at: datetime) -> bool:
         """Mark the provider revoked; return False when no such provider exists."""
@@ -78,7 +79,7 @@ class ProviderRepository:
         return changed
 
 
-def _provider(provider_id: str, data: dict) -> Provider:
+def _provider(provider_id: str, data: dict[str, Any]) -> Provider:
     return Provider(
         provider_id=provider_id,
         name=data["name"],

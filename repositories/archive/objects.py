@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import tink
 from google.api_core import exceptions as google_exceptions
@@ -16,7 +17,6 @@ from repositories.archive.model import (
     ERASED,
     INDEX_COLLECTION,
     OBJECT_PREFIX,
-    STORAGE_ERRORS,
     IndexEntry,
     day_of,
     entry_fields,
@@ -29,7 +29,7 @@ from repositories.batches import (
     DAY_COLLECTION,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, STORAGE_ERRORS, TRANSIENT_ERRORS, unavailable
 from service.domain.record import (
     IntakeRecord,
     InvalidRecordError,
@@ -103,10 +103,12 @@ class ArchiveObjects:
         batch.set(self._index.document(entry.record_id), entry_fields(entry))
         batch.set(*self._day_bump(entry.submitted_at), merge=True)
 
-    def _day_bump(self, submitted_at: datetime, **more: object) -> tuple[object, dict]:
+    def _day_bump(
+        self, submitted_at: datetime, **more: object
+    ) -> tuple[firestore.DocumentReference, dict[str, object]]:
         """The write that marks a change to a day's index, so its sealed batch is not read."""
         day = day_of(submitted_at)
-        fields = {"day": day_id(day), "version": firestore.Increment(1), **more}
+        fields: dict[str, object] = {"day": day_id(day), "version": firestore.Increment(1), **more}
         return self._days.document(day_id(day)), fields
 
     def discard_unindexed(self, entry: IndexEntry) -> bool:
@@ -160,7 +162,7 @@ class ArchiveObjects:
             snapshot = self._index.document(record_id).get()
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
-        return entry_from(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
+        return entry_from(snapshot.id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     def read(self, record_id: str) -> IntakeRecord:
         """Return the decrypted, validated record; raise NotFound, Gone or RecordIntegrity."""
@@ -230,7 +232,7 @@ class ArchiveObjects:
         except STORAGE_ERRORS as error:
             raise unavailable("Cloud Storage", error) from error
 
-    def _get(self, reference) -> dict | None:
+    def _get(self, reference: firestore.DocumentReference) -> dict[str, Any] | None:
         try:
             snapshot = reference.get()
         except TRANSIENT_ERRORS as error:

@@ -14,7 +14,6 @@ from google.cloud import firestore
 
 from repositories.archive.model import (
     ACTIVE,
-    STORAGE_ERRORS,
     IndexEntry,
     IndexRange,
     ReadStats,
@@ -32,7 +31,7 @@ from repositories.batches import (
     SealedBatch,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, unavailable
+from repositories.clients import STORAGE_CALL, STORAGE_ERRORS, TRANSIENT_ERRORS, unavailable
 from service.domain.record import (
     IntakeRecord,
 )
@@ -101,7 +100,7 @@ class ArchiveReads(ArchiveObjects):
                 snapshots = list(page.stream())
             except TRANSIENT_ERRORS as error:
                 raise unavailable("Firestore", error) from error
-            yield [entry_from(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
+            yield [entry_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
             if len(snapshots) < PAGE_SIZE:
                 return
             last = snapshots[-1]
@@ -160,7 +159,7 @@ class ArchiveReads(ArchiveObjects):
             raise unavailable("Firestore", error) from error
         batches = []
         for snapshot in snapshots:
-            batch = current_batch(snapshot.to_dict())
+            batch = current_batch(snapshot.to_dict() or {})
             if batch is None:
                 continue
             first = day_start(batch.day)

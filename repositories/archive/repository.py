@@ -11,13 +11,12 @@ from repositories.archive.model import (
     IndexEntry,
     day_of,
 )
-from repositories.archive.reads import ArchiveReads
 from repositories.archive.seals import ArchiveSeals
 from repositories.clients import TRANSIENT_ERRORS, unavailable
 from service.errors import NotFoundError
 
 
-class ArchiveRepository(ArchiveReads, ArchiveSeals):
+class ArchiveRepository(ArchiveSeals):
     """Archive, read, stream, re-encrypt and erase encrypted intake records."""
 
     # -- maintenance ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ from google.api_core.exceptions import (
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
+from repositories.clients import FirestoreCall
 from repositories.identities import CONVERSATIONS
 from service.domain.identity import PatientIdentity, is_bsuid, is_phone
 from service.errors import ServiceError
@@ -42,7 +43,7 @@ CALL_RETRY = Retry(
     predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
     timeout=CALL_TIMEOUT_SECONDS,
 )
-CALL = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
+CALL: FirestoreCall = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
 
 
 class ConversationIntegrityError(ServiceError):

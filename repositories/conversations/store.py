@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import tink
 from google.api_core.exceptions import (
@@ -43,6 +43,7 @@ from service.errors import UnavailableError
 from service.keys.crypto import KeyMaterial, key_id_of
 
 logger = logging.getLogger(__name__)
+_Result = TypeVar("_Result")
 
 
 class ConversationStore:
@@ -166,8 +167,8 @@ class ConversationStore:
     def _read_modify_write(
         self,
         locate: Callable[[], Located],
-        attempt: Callable[[Located], tuple[Any, Change | None]],
-    ) -> Any:
+        attempt: Callable[[Located], tuple[_Result, Change | None]],
+    ) -> _Result:
         """Read the documents, let attempt() decide, commit its change if nobody wrote
         meanwhile; attempt() runs again on fresh state when another process won the race."""
         deadline = time.monotonic() + CONTENTION_BUDGET_SECONDS
