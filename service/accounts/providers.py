@@ -90,12 +90,13 @@ def authenticate(
     audited as `denied`; it is not a failed login, so the limiter does not count it.
     """
     provider, reason = _check_token(providers, authorization)
-    throttle = limiter.record_failure(origin.ip) if limiter and provider is None else None
-    if throttle is not None:
-        audit_throttle(audit, "provider.authenticate", limiter, throttle, origin)
-        raise RateLimitedError(
-            "too many failed attempts; try again later", retry_after=throttle.retry_after
-        )
+    if limiter is not None and provider is None:
+        throttle = limiter.record_failure(origin.ip)
+        if throttle is not None:
+            audit_throttle(audit, "provider.authenticate", limiter, throttle, origin)
+            raise RateLimitedError(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after
+            )
     details: dict[str, object] = {"path": origin.path}
     if provider is None:
         outcome, details["reason"] = "failure", reason

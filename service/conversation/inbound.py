@@ -3,7 +3,9 @@ its effects (archive, erase); identity changes; failed deliveries."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,9 +76,7 @@ def handle_message(components: Components, message: InboundMessage) -> None:
             if entry is not None:
                 components.failpoints.hit("conversation.archive_stored")
                 stored_objects[entry.record_id] = entry
-                update.also_write.append(
-                    lambda batch, entry=entry: archive.write_index_entry(batch, entry)
-                )
+                update.also_write.append(functools.partial(archive.write_index_entry, entry=entry))
         update.fields["last_inbound_at"] = message.timestamp
         components.failpoints.hit("conversation.before_commit")
         return update
@@ -168,7 +168,7 @@ def _apply_effect(
     return None
 
 
-def _record(identity: PatientIdentity, fields: dict[str, Any]) -> IntakeRecord:
+def _record(identity: PatientIdentity, fields: Mapping[str, Any]) -> IntakeRecord:
     return IntakeRecord(
         record_id=fields["record_id"],
         submitted_at=datetime.fromisoformat(fields["submitted_at"]),

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
 logger = logging.getLogger(__name__)
 
 
-def start_conversation(components: Components, to: str, provider_id: str) -> str:
+def start_conversation(components: Components, to: object, provider_id: str) -> str:
     """Send the start template to a patient and record the invitation; return the phone
     number (E.164 digits). A patient who already wrote with this number keeps their
     conversation, whichever identifier it is filed under."""

@@ -177,7 +177,8 @@ def _parse_messages(value: dict, batch: WebhookBatch) -> None:
             batch.skipped += 1
             continue
         assert isinstance(message_id, str) and timestamp is not None
-        kind = message.get("type") if isinstance(message.get("type"), str) else "unknown"
+        message_type = message.get("type")
+        kind = message_type if isinstance(message_type, str) else "unknown"
         if kind == "system":
             _parse_system(message, message_id, sender, timestamp, batch)
             continue
@@ -203,7 +204,9 @@ def _parse_system(
     """Meta announces a new number (`user_changed_number`: system.wa_id is the new one) or a
     new BSUID (`user_changed_user_id`: system.user_id is the new one). Other system messages
     need nothing from us."""
-    system = message.get("system") if isinstance(message.get("system"), dict) else {}
+    system = message.get("system")
+    if not isinstance(system, dict):
+        system = {}
     kind = system.get("type")
     if kind == "user_changed_number":
         current = _identity(system.get("wa_id"), sender.bsuid)
@@ -264,14 +267,13 @@ def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
         recipient = _identity(status.get("recipient_id"), status.get("recipient_user_id"))
         timestamp = _timestamp(status.get("timestamp"))
         name = status.get("status")
-        valid = (
+        if not (
             isinstance(message_id, str)
             and _MESSAGE_ID.fullmatch(message_id)
             and recipient is not None
             and timestamp
             and name in _STATUSES
-        )
-        if not valid:
+        ):
             batch.skipped += 1
             continue
         codes = tuple(

@@ -282,7 +282,8 @@ def _checked_answers(
     age limit may have been crossed since), and the archive must never receive an invalid
     record. A gap is the question to ask again and the reason, if the answer was refused.
     """
-    state, answers = turn.state, {}
+    state = turn.state
+    answers: dict[str, object] = {}
     for question in turn.questionnaire.questions:
         if question.stores == "language" and state.language is None:
             return answers, (question, None)
@@ -291,7 +292,7 @@ def _checked_answers(
         if question.stores != "answer":
             continue
         value = state.answers.get(question.id)
-        if not question.holds(value):
+        if value is None or not question.holds(value):
             return answers, (question, None)
         if question.choices:
             answers[question.id] = value
