@@ -22,6 +22,7 @@ from google.cloud import firestore
 
 from repositories.clients import FirestoreCall
 from service.domain.identity import PatientIdentity, Pseudonyms, is_phone
+from service.domain.turns import ConversationStatus
 
 CONVERSATIONS = "conversations"
 LINKS = "identity_links"
@@ -167,7 +168,7 @@ class IdentityResolver:
 
 def _only_invited(snapshot: firestore.DocumentSnapshot) -> bool:
     data = snapshot.to_dict() or {}
-    return data.get("status") == "invited" and not data.get("outbox")
+    return data.get("status") == ConversationStatus.INVITED and not data.get("outbox")
 
 
 def is_legacy_key(document_id: str) -> bool:

@@ -22,7 +22,7 @@ from service.conversation.outbox import lease_of, send_claimed
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord, new_record_id
-from service.domain.turns import Effect, Step
+from service.domain.turns import ConversationStatus, Effect, Step
 from service.errors import NotFoundError
 from service.whatsapp.graph import (
     reply_payload,
@@ -125,7 +125,7 @@ def _update_for(step: Step) -> ConversationUpdate:
     erasing = step.state.pending_command == ERASE or any(
         effect.kind == "erase_records" for effect in step.effects
     )
-    update.drop_outbox = step.state.status == "opted_out" or erasing
+    update.drop_outbox = step.state.status == ConversationStatus.OPTED_OUT or erasing
     return update
 
 
