@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,8 +28,21 @@ from service.errors import ConflictError
 
 COLLECTION = "exports"
 OBJECT_PREFIX = "exports/"
-READY, PURGED = "ready", "purged"
 _READ_CHUNK = 1024 * 1024
+
+
+class ExportStatus(StrEnum):
+    """An export's `status`: its zip is stored, or purged (deleted, its links answer 410)."""
+
+    READY = "ready"
+    PURGED = "purged"
+
+
+class ExportFormat(StrEnum):
+    """The file inside an export zip; stored by value in the export's `format` field."""
+
+    CSV = "csv"
+    XLSX = "xlsx"
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,7 @@ class ExportEntry:
     export_id: str
     provider_id: str
     created_at: datetime
-    format: str
+    format: ExportFormat
     date_from: date | None
     date_to: date | None
     records: int
@@ -44,7 +58,7 @@ class ExportEntry:
     object_name: str
     size_bytes: int
     link_expires_at: datetime
-    status: str = READY
+    status: ExportStatus = ExportStatus.READY
     purged_at: datetime | None = None
 
 
@@ -113,7 +127,9 @@ class ExportRepository:
         """Yield the exports still holding a zip that were created before cutoff."""
         # One equality filter (single-field index) and the time compared here: a range on
         # another field would need a composite index in production Firestore.
-        query = self._collection.where(filter=firestore.FieldFilter("status", "==", READY))
+        query = self._collection.where(
+            filter=firestore.FieldFilter("status", "==", ExportStatus.READY)
+        )
         try:
             snapshots = list(query.stream())
         except TRANSIENT_ERRORS as error:
@@ -125,7 +141,9 @@ class ExportRepository:
 
     def mark_purged(self, export_id: str, purged_at: datetime) -> None:
         try:
-            self._collection.document(export_id).update({"status": PURGED, "purged_at": purged_at})
+            self._collection.document(export_id).update(
+                {"status": ExportStatus.PURGED, "purged_at": purged_at}
+            )
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
 
@@ -191,6 +209,6 @@ def _entry(export_id: str, data: dict[str, Any]) -> ExportEntry:
         object_name=data["object"],
         size_bytes=data["size_bytes"],
         link_expires_at=data["link_expires_at"],
-        status=data.get("status", READY),
+        status=data.get("status", ExportStatus.READY),
         purged_at=data.get("purged_at"),
     )

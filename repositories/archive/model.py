@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from repositories.batches import (
@@ -24,12 +25,18 @@ logger = logging.getLogger(__name__)
 
 INDEX_COLLECTION = "intakes"
 OBJECT_PREFIX = "intakes/"
-ACTIVE, ERASED = "active", "erased"
 _BATCH_WRITE_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 # A batch object no day document names is deleted once it is this old (a crashed seal's);
 # younger ones may belong to a seal still running.
 STRAY_BATCH_AGE = timedelta(minutes=15)
 _T = TypeVar("_T")
+
+
+class IndexStatus(StrEnum):
+    """An index entry's `status`: the record is archived, or erased and its object deleted."""
+
+    ACTIVE = "active"
+    ERASED = "erased"
 
 
 class RecordIntegrityError(ServiceError):
@@ -65,7 +72,7 @@ class IndexEntry:
     object_name: str
     key_id: int | None
     schema_version: int
-    status: str
+    status: IndexStatus
     erased_at: datetime | None = None
 
     @property
@@ -154,7 +161,7 @@ def entry_from(record_id: str, data: dict[str, Any]) -> IndexEntry:
         object_name=data["object"],
         key_id=data.get("key_id"),
         schema_version=data.get("schema_version", 1),
-        status=data.get("status", ACTIVE),
+        status=data.get("status", IndexStatus.ACTIVE),
         erased_at=data.get("erased_at"),
     )
 

@@ -13,11 +13,10 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 
 from repositories.archive.model import (
-    ACTIVE,
-    ERASED,
     INDEX_COLLECTION,
     OBJECT_PREFIX,
     IndexEntry,
+    IndexStatus,
     day_of,
     entry_fields,
     entry_from,
@@ -81,7 +80,7 @@ class ArchiveObjects:
         plaintext = to_json(record)  # validates on the way in
         object_name = object_name_for(record.record_id, record.submitted_at)
         existing = self.index_entry(record.record_id)
-        if existing is not None and existing.status == ERASED:
+        if existing is not None and existing.status == IndexStatus.ERASED:
             raise ConflictError(f"record {record.record_id} was erased")
         if existing is not None and existing.object_name == object_name:
             return existing, existing  # a retry after a complete archive: nothing to repair
@@ -94,7 +93,7 @@ class ArchiveObjects:
             object_name=object_name,
             key_id=key_id if key_id is not None else keyring.primary_key_id,
             schema_version=record.schema_version,
-            status=ACTIVE,
+            status=IndexStatus.ACTIVE,
         )
         return entry, existing
 
@@ -169,7 +168,7 @@ class ArchiveObjects:
         entry = self.index_entry(record_id)
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
-        if entry.status == ERASED:
+        if entry.status == IndexStatus.ERASED:
             raise GoneError(f"record {record_id} was erased")
         record = self._fetch(entry)
         if record is None:
@@ -187,7 +186,7 @@ class ArchiveObjects:
             return self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
         except google_exceptions.NotFound:
             current = self.index_entry(entry.record_id)
-            if current is not None and current.status == ERASED:
+            if current is not None and current.status == IndexStatus.ERASED:
                 return None
             raise integrity_failure(entry.record_id, "its archived object is missing") from None
         except STORAGE_ERRORS as error:
@@ -294,7 +293,7 @@ class ArchiveObjects:
             object_name=object_name,
             key_id=key_id_of(ciphertext),
             schema_version=record.schema_version,
-            status=ACTIVE,
+            status=IndexStatus.ACTIVE,
         )
         self._create_index_entry(entry)
         return entry

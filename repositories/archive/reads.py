@@ -13,9 +13,9 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
 from repositories.archive.model import (
-    ACTIVE,
     IndexEntry,
     IndexRange,
+    IndexStatus,
     ReadStats,
     current_batch,
     day_of,
@@ -173,7 +173,7 @@ class ArchiveReads(ArchiveObjects):
     def _fetched_records(
         self, entries: Iterable[IndexEntry], window: int, stats: ReadStats
     ) -> Iterator[IntakeRecord]:
-        active = (entry for entry in entries if entry.status == ACTIVE)
+        active = (entry for entry in entries if entry.status == IndexStatus.ACTIVE)
         for record in in_order(self._fetch, active, self._fetch_workers, window):
             if record is not None:
                 stats.one_by_one += 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from google.cloud import firestore
 
 from repositories.archive.model import (
-    ERASED,
     IndexEntry,
+    IndexStatus,
     day_of,
 )
 from repositories.archive.seals import ArchiveSeals
@@ -26,7 +27,7 @@ class ArchiveRepository(ArchiveSeals):
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
         self._delete_quietly(entry.object_name)  # gone already after an interrupted erase
-        fields = {"status": ERASED, "erased_at": erased_at, "key_id": None}
+        fields = {"status": IndexStatus.ERASED, "erased_at": erased_at, "key_id": None}
         batch = self._client.batch()
         batch.update(self._index.document(record_id), fields)
         # The day's batch holds a copy of the record: unseal the day in the same write, then
@@ -37,5 +38,4 @@ class ArchiveRepository(ArchiveSeals):
         except TRANSIENT_ERRORS as error:
             raise unavailable("Firestore", error) from error
         self._sweep_batches(day_of(entry.submitted_at), keep=None, everything=True)
-        return IndexEntry(**{**entry.__dict__, "status": ERASED, "erased_at": erased_at,
-                             "key_id": None})  # fmt: skip
+        return replace(entry, status=IndexStatus.ERASED, erased_at=erased_at, key_id=None)

@@ -11,8 +11,8 @@ from google.cloud import firestore
 
 from repositories.archive.model import (
     _BATCH_WRITE_CHUNK,
-    ACTIVE,
     STRAY_BATCH_AGE,
+    IndexStatus,
     SealReport,
     current_batch,
     day_start,
@@ -76,7 +76,7 @@ class ArchiveSeals(ArchiveReads):
         entries = (
             entry
             for entry in self.index_entries(first, first + timedelta(days=1))
-            if entry.status == ACTIVE
+            if entry.status == IndexStatus.ACTIVE
         )
         blob = self._bucket.blob(name)
         key_ids: set[int] = set()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from repositories.exports import PURGED
+from repositories.exports import ExportStatus
 from service.accounts.ratelimit import RequestOrigin
 from service.exports.audit import EXPORT_ID, audit_export_event
 
@@ -55,7 +55,7 @@ def purge_exports(
     orphans = 0
     for object_name, export_id in exports.zip_objects_before(cutoff):
         live = exports.get(export_id) if EXPORT_ID.fullmatch(export_id) else None
-        if (live is None or live.status == PURGED) and exports.delete_zip(object_name):
+        if (live is None or live.status == ExportStatus.PURGED) and exports.delete_zip(object_name):
             orphans += 1
     logger.info("exports purged", extra={"exports": purged, "orphans": orphans})
     return PurgeReport(exports=purged, orphans=orphans)
