@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 from flask import g, request
 
 from blueprints.context import current_components
-from service.accounts.providers import authenticate
+from service.accounts.providers import Role, authenticate
 from service.accounts.ratelimit import RequestOrigin
 
 _Params = ParamSpec("_Params")
@@ -26,7 +26,7 @@ def request_origin() -> RequestOrigin:
 
 
 def provider_required(
-    allowed_roles: frozenset[str],
+    allowed_roles: frozenset[Role],
 ) -> Callable[[Callable[_Params, _Response]], Callable[_Params, _Response]]:
     """Let the view run only for a valid, unrevoked token of one of these roles.
 

@@ -256,8 +256,9 @@ def providers() -> None:
 @click.argument("name")
 @click.option(
     "--role",
-    type=click.Choice(provider_service.ROLES),
-    default=provider_service.STAFF,
+    # The values: click matches an Enum choice by its member's name (ADMIN), not its value.
+    type=click.Choice([role.value for role in provider_service.Role]),
+    default=provider_service.Role.STAFF.value,
     show_default=True,
     help="admin or staff: the provider endpoints (admin may also start /tasks/*); "
     "scheduler: /tasks/* only (the Cloud Scheduler job).",

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 
 from devtools import payloads
 from devtools.devstack import LocalStack, free_port
-from service.accounts.providers import SCHEDULER, create_provider
+from service.accounts.providers import Role, create_provider
 from service.domain.record import reference_code
 from service.whatsapp.webhook import sign
 from tests.fakes.kms import FakeKms, _handler_for
@@ -37,7 +37,7 @@ def patient(client, fake_graph) -> Patient:
 
 @pytest.fixture
 def scheduler_token(components) -> str:
-    return create_provider(components.repos.providers, "Cloud Scheduler", SCHEDULER).token
+    return create_provider(components.repos.providers, "Cloud Scheduler", Role.SCHEDULER).token
 
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:

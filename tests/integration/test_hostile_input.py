@@ -39,7 +39,7 @@ def secret(components) -> str:
 def token(components) -> str:
     """An admin's token: the one role every provider and task route admits."""
     return provider_service.create_provider(
-        components.repos.providers, "North Clinic", provider_service.ADMIN
+        components.repos.providers, "North Clinic", provider_service.Role.ADMIN
     ).token
 
 

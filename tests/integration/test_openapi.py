@@ -50,7 +50,7 @@ PROVIDER_PATHS = {
 def token(components) -> str:
     """An admin's token: the one role every provider and task route admits."""
     return provider_service.create_provider(
-        components.repos.providers, "North Clinic", provider_service.ADMIN
+        components.repos.providers, "North Clinic", provider_service.Role.ADMIN
     ).token
 
 
