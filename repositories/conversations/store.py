@@ -32,6 +32,7 @@ from repositories.conversations.model import (
     Claim,
     ConversationIntegrityError,
     ConversationUpdate,
+    DropReason,
     OutboxItem,
     StoredConversation,
     count_drops,
@@ -234,10 +235,14 @@ class ConversationStore:
         overflow = len(outbox) + len(update.replies) - MAX_OUTBOX
         if overflow > 0:
             outbox = outbox[overflow:]
-            count_drops(fields, overflow, "outbox_full", now)
+            count_drops(fields, overflow, DropReason.OUTBOX_FULL, now)
             logger.warning(
                 "replies dropped",
-                extra={"conversation": stored.key[:12], "reason": "outbox_full", "count": overflow},
+                extra={
+                    "conversation": stored.key[:12],
+                    "reason": DropReason.OUTBOX_FULL,
+                    "count": overflow,
+                },
             )
         for index, payload in enumerate(update.replies[-MAX_OUTBOX:]):
             key = f"{message_id}:{index}" if message_id else f"system:{now.timestamp()}:{index}"

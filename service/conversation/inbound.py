@@ -27,7 +27,13 @@ from service.errors import NotFoundError
 from service.whatsapp.graph import (
     reply_payload,
 )
-from service.whatsapp.webhook import IdentityChange, InboundMessage, StatusUpdate, WebhookBatch
+from service.whatsapp.webhook import (
+    DeliveryStatus,
+    IdentityChange,
+    InboundMessage,
+    StatusUpdate,
+    WebhookBatch,
+)
 
 if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
     from service.shell.components import Components
@@ -188,7 +194,7 @@ def _record(identity: PatientIdentity, fields: Mapping[str, Any]) -> IntakeRecor
 
 def handle_status(components: Components, status: StatusUpdate) -> None:
     """Keep failed deliveries visible to support staff; the others need no storage."""
-    if status.status == "failed":
+    if status.status == DeliveryStatus.FAILED:
         key = components.repos.conversations.record_failed_status(
             status.identity, status.error_codes, status.timestamp
         )

@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from service.domain.identity import PatientIdentity, is_bsuid, is_phone
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._=:+/-]{1,256}")
-_STATUSES = ("sent", "delivered", "read", "failed", "deleted", "warning")
 _MAX_TEXT = 4096
 
 
@@ -64,11 +64,22 @@ class IdentityChange:
     kind: str
 
 
+class DeliveryStatus(StrEnum):
+    """What became of a message we sent: the `status` of one of Meta's status updates."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    DELETED = "deleted"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class StatusUpdate:
     message_id: str
     identity: PatientIdentity
-    status: str
+    status: DeliveryStatus
     timestamp: datetime
     error_codes: tuple[int, ...] = ()
 
@@ -259,6 +270,13 @@ def _choice(choice_id: Any, title: Any) -> Inbound:
     )
 
 
+def _delivery_status(value: Any) -> DeliveryStatus | None:
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        return None
+
+
 def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
     for status in _dicts(value.get("statuses")):
         message_id = status.get("id")
@@ -266,13 +284,13 @@ def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
         # recipient_id only when Meta's phone-number rules allow it.
         recipient = _identity(status.get("recipient_id"), status.get("recipient_user_id"))
         timestamp = _timestamp(status.get("timestamp"))
-        name = status.get("status")
+        name = _delivery_status(status.get("status"))
         if not (
             isinstance(message_id, str)
             and _MESSAGE_ID.fullmatch(message_id)
             and recipient is not None
             and timestamp
-            and name in _STATUSES
+            and name is not None
         ):
             batch.skipped += 1
             continue
