@@ -803,7 +803,7 @@ def soak_run(args: argparse.Namespace) -> int:
             components = fresh_components(config)
             # An admin account: it exports like staff and flushes like the scheduler's account.
             token = provider_service.create_provider(
-                components.repos.providers, "Soak", provider_service.ADMIN
+                components.repos.providers, "Soak", provider_service.Role.ADMIN
             ).token
             log_path = Path(folder) / "gunicorn.log"
             with gunicorn(config, log_path, workers=WORKERS, threads=THREADS) as base:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from flask import g, request
 
 from blueprints.context import current_components
-from service.accounts.providers import authenticate
+from service.accounts.providers import Role, authenticate
 from service.accounts.ratelimit import RequestOrigin
+
+_Params = ParamSpec("_Params")
+_Response = TypeVar("_Response")
 
 
 def request_origin() -> RequestOrigin:
@@ -21,16 +25,18 @@ def request_origin() -> RequestOrigin:
     )
 
 
-def provider_required(allowed_roles: frozenset[str]) -> Callable[[Callable], Callable]:
+def provider_required(
+    allowed_roles: frozenset[Role],
+) -> Callable[[Callable[_Params, _Response]], Callable[_Params, _Response]]:
     """Let the view run only for a valid, unrevoked token of one of these roles.
 
     The provider goes on `g.provider`. No default: each endpoint names the roles it admits
     (`service.accounts.providers.PEOPLE` or `TASK_RUNNERS`).
     """
 
-    def decorate(view: Callable) -> Callable:
+    def decorate(view: Callable[_Params, _Response]) -> Callable[_Params, _Response]:
         @functools.wraps(view)
-        def wrapped(*args, **kwargs):
+        def wrapped(*args: _Params.args, **kwargs: _Params.kwargs) -> _Response:
             components = current_components()
             g.provider = authenticate(
                 components.repos.providers,

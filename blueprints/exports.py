@@ -14,7 +14,7 @@ bp = Blueprint("exports", __name__)
 
 @bp.get("/exports/password")
 @provider_required(PEOPLE)
-def password():
+def password() -> Response:
     daily = export_password(current_components().config.zip_password, today_utc())
     response = jsonify({"password": daily.password, "valid_until": daily.valid_until.isoformat()})
     response.headers["Cache-Control"] = "no-store"
@@ -23,7 +23,7 @@ def password():
 
 @bp.get("/extractData")
 @provider_required(PEOPLE)
-def extract_data():
+def extract_data() -> Response:
     created = export_service.create_export(
         current_components(),
         g.provider.provider_id,
@@ -49,7 +49,7 @@ def extract_data():
 
 
 @bp.get("/exports/<export_id>/download")
-def download(export_id: str):
+def download(export_id: str) -> Response:
     opened = export_links.open_limited_download(
         current_components(), export_id, request.args.get("token"), request_origin()
     )

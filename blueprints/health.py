@@ -1,6 +1,6 @@
 """Liveness and readiness probes for Cloud Run."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from blueprints.context import current_components
 
@@ -8,12 +8,12 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> tuple[Response, int]:
     problems = current_components().readiness()
     failing = {name: reason for name, reason in problems.items() if reason}
     body = {

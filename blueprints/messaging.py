@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, abort, g, jsonify, request
+from flask import Blueprint, Response, abort, g, jsonify, request
 
 from blueprints.auth import provider_required
 from blueprints.context import current_components
@@ -22,7 +22,7 @@ bp = Blueprint("messaging", __name__)
 WEBHOOK_PATHS = ("/getIncomingMessages", "/getIncomingMessage", "/webhook")
 
 
-def verify_handshake():
+def verify_handshake() -> tuple[str, int, dict[str, str]]:
     """Answer Meta's subscription check with the challenge when the token matches."""
     config = current_components().config
     mode = request.args.get("hub.mode", "")
@@ -37,7 +37,7 @@ def verify_handshake():
     return challenge, 200, headers
 
 
-def receive():
+def receive() -> Response:
     """Verify the signature over the raw body before anything else, then process it."""
     components = current_components()
     raw = request.get_data(cache=False)
@@ -55,7 +55,7 @@ for path in WEBHOOK_PATHS:
 
 @bp.post("/startConversation")
 @provider_required(PEOPLE)
-def start():
+def start() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInputError('the body must be JSON like {"to": "+447700900123"}')
@@ -66,6 +66,6 @@ def start():
 
 @bp.post("/tasks/flush-outbox")
 @provider_required(TASK_RUNNERS)
-def flush_outbox_task():
+def flush_outbox_task() -> Response:
     report = flush_all_outboxes(current_components())
     return jsonify({"sent": report.sent, "failed": report.failed})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from google.cloud import firestore
 
@@ -44,15 +45,14 @@ class AuditRepository:
         )
 
     def list(self, action: str | None = None, limit: int = 1000) -> list[AuditEvent]:
-        query = self._collection
+        query = self._collection.limit(limit)
         if action is not None:
             query = query.where(filter=firestore.FieldFilter("action", "==", action))
-        snapshots = query.limit(limit).stream()
-        events = [_event(snapshot.to_dict()) for snapshot in snapshots]
+        events = [_event(snapshot.to_dict() or {}) for snapshot in query.stream()]
         return sorted(events, key=lambda event: event.at)
 
 
-def _event(data: dict) -> AuditEvent:
+def _event(data: dict[str, Any]) -> AuditEvent:
     return AuditEvent(
         action=data["action"],
         outcome=data["outcome"],

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MAGIC = b"INTAKE-BATCH/1\n"
 BATCH_PREFIX = "batches/"
@@ -62,7 +62,7 @@ class SealedBatch:
         }
 
     @classmethod
-    def from_fields(cls, day: date, fields: dict) -> SealedBatch:
+    def from_fields(cls, day: date, fields: dict[str, Any]) -> SealedBatch:
         return cls(
             day=day,
             object_name=fields["object"],
@@ -116,7 +116,8 @@ class FrameReader:
         self._digest = hashlib.sha256()
         self.count = 0
 
-    def _read(self, size: int, at_frame_start: bool = False) -> bytes | None:
+    def _read(self, size: int, at_frame_start: bool = False) -> bytes:
+        """Read exactly `size` bytes; at a frame's start, b"" means a clean end of the batch."""
         chunks: list[bytes] = []
         wanted = size
         while wanted:
@@ -128,7 +129,7 @@ class FrameReader:
         data = b"".join(chunks)
         self._digest.update(data)
         if not data and at_frame_start:
-            return None  # a clean end, between frames
+            return b""  # a clean end, between frames
         if len(data) != size:
             raise BatchFormatError("the batch ends in the middle of a frame")
         return data
@@ -136,9 +137,7 @@ class FrameReader:
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         if self._read(len(MAGIC)) != MAGIC:
             raise BatchFormatError("the batch does not start with the expected header")
-        while (
-            head := self._read(_RECORD_ID_BYTES + _LENGTH.size, at_frame_start=True)
-        ) is not None:
+        while head := self._read(_RECORD_ID_BYTES + _LENGTH.size, at_frame_start=True):
             try:
                 record_id = head[:_RECORD_ID_BYTES].decode("ascii")
             except UnicodeDecodeError:

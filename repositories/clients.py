@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from google.api_core import exceptions as google_exceptions
 from google.api_core.retry import Retry, if_exception_type
@@ -28,6 +28,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+# A Cloud Storage call fails these ways too: the client speaks HTTP through requests.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RequestException)
 _NO_ANSWER = (*TRANSIENT_ERRORS, RequestException, auth_exceptions.TransportError)
 
 # Everything the Google clients and their transports raise when Firestore or Cloud Storage
@@ -51,9 +53,18 @@ STORAGE_CALL = {"timeout": 10.0, "retry": DEFAULT_RETRY.with_timeout(10.0)}
 # An upload may take longer than a read to answer (a large export zip); its retries still end
 # within seconds when Storage is down.
 STORAGE_UPLOAD_CALL = {"timeout": (10.0, 120.0), "retry": DEFAULT_RETRY.with_timeout(10.0)}
+
+
+class FirestoreCall(TypedDict):
+    """The retry and timeout keyword arguments of one Firestore call."""
+
+    timeout: float
+    retry: Retry | None
+
+
 # The library's default Firestore retries last up to 300 s; a request waiting on one (a
 # provider's token lookup, an audit event) answers 503 within seconds instead.
-FIRESTORE_CALL = {
+FIRESTORE_CALL: FirestoreCall = {
     "timeout": 5.0,
     "retry": Retry(
         predicate=if_exception_type(

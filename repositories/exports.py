@@ -9,27 +9,39 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
-from requests.exceptions import RequestException
 
 from repositories.clients import (
     FIRESTORE_CALL,
     STORAGE_CALL,
+    STORAGE_ERRORS,
     STORAGE_UPLOAD_CALL,
-    TRANSIENT_ERRORS,
     translated,
 )
 from service.errors import ConflictError
 
 COLLECTION = "exports"
 OBJECT_PREFIX = "exports/"
-READY, PURGED = "ready", "purged"
-_STORAGE_ERRORS = (*TRANSIENT_ERRORS, RequestException)
 _READ_CHUNK = 1024 * 1024
+
+
+class ExportStatus(StrEnum):
+    """An export's `status`: its zip is stored, or purged (deleted, its links answer 410)."""
+
+    READY = "ready"
+    PURGED = "purged"
+
+
+class ExportFormat(StrEnum):
+    """The file inside an export zip; stored by value in the export's `format` field."""
+
+    CSV = "csv"
+    XLSX = "xlsx"
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,7 @@ class ExportEntry:
     export_id: str
     provider_id: str
     created_at: datetime
-    format: str
+    format: ExportFormat
     date_from: date | None
     date_to: date | None
     records: int
@@ -45,7 +57,7 @@ class ExportEntry:
     object_name: str
     size_bytes: int
     link_expires_at: datetime
-    status: str = READY
+    status: ExportStatus = ExportStatus.READY
     purged_at: datetime | None = None
 
 
@@ -70,7 +82,7 @@ class ExportRepository:
         """Upload a finished zip (never over an existing object); return its name and size."""
         object_name = object_name_for(export_id)
         blob = self._bucket.blob(object_name)
-        with translated("Cloud Storage", _STORAGE_ERRORS):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             try:
                 blob.upload_from_filename(
                     str(path),
@@ -92,11 +104,11 @@ class ExportRepository:
     def get(self, export_id: str) -> ExportEntry | None:
         with translated("Firestore"):
             snapshot = self._collection.document(export_id).get(**FIRESTORE_CALL)
-        return _entry(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
+        return _entry(snapshot.id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     def open_zip(self, object_name: str) -> ZipStream | None:
         """Return the stored zip as a stream of chunks, or None when it is gone."""
-        with translated("Cloud Storage", _STORAGE_ERRORS):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             blob = self._bucket.get_blob(object_name, **STORAGE_CALL)
         if blob is None:
             return None
@@ -108,21 +120,25 @@ class ExportRepository:
         """Yield the exports still holding a zip that were created before cutoff."""
         # One equality filter (single-field index) and the time compared here: a range on
         # another field would need a composite index in production Firestore.
-        query = self._collection.where(filter=firestore.FieldFilter("status", "==", READY))
+        query = self._collection.where(
+            filter=firestore.FieldFilter("status", "==", ExportStatus.READY)
+        )
         with translated("Firestore"):
             snapshots = list(query.stream())
         for snapshot in snapshots:
-            entry = _entry(snapshot.id, snapshot.to_dict())
+            entry = _entry(snapshot.id, snapshot.to_dict() or {})
             if entry.created_at < cutoff:
                 yield entry
 
     def mark_purged(self, export_id: str, purged_at: datetime) -> None:
         with translated("Firestore"):
-            self._collection.document(export_id).update({"status": PURGED, "purged_at": purged_at})
+            self._collection.document(export_id).update(
+                {"status": ExportStatus.PURGED, "purged_at": purged_at}
+            )
 
     def delete_zip(self, object_name: str) -> bool:
         """Delete a zip; return False when it was already gone."""
-        with translated("Cloud Storage", _STORAGE_ERRORS):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             try:
                 self._bucket.blob(object_name).delete()
             except google_exceptions.NotFound:
@@ -131,7 +147,7 @@ class ExportRepository:
 
     def zip_objects_before(self, cutoff: datetime) -> Iterator[tuple[str, str]]:
         """Yield (object name, export id) of every export zip written before cutoff."""
-        with translated("Cloud Storage", _STORAGE_ERRORS):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             blobs = list(self._bucket.list_blobs(prefix=OBJECT_PREFIX))
         for blob in blobs:
             if blob.time_created is not None and blob.time_created < cutoff:
@@ -165,7 +181,7 @@ def _fields(entry: ExportEntry) -> dict[str, object]:
     }
 
 
-def _entry(export_id: str, data: dict) -> ExportEntry:
+def _entry(export_id: str, data: dict[str, Any]) -> ExportEntry:
     filters = data.get("filters") or {}
     return ExportEntry(
         export_id=export_id,
@@ -179,6 +195,6 @@ def _entry(export_id: str, data: dict) -> ExportEntry:
         object_name=data["object"],
         size_bytes=data["size_bytes"],
         link_expires_at=data["link_expires_at"],
-        status=data.get("status", READY),
+        status=data.get("status", ExportStatus.READY),
         purged_at=data.get("purged_at"),
     )

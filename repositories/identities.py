@@ -20,7 +20,9 @@ from typing import Any
 
 from google.cloud import firestore
 
+from repositories.clients import FirestoreCall
 from service.domain.identity import PatientIdentity, Pseudonyms, is_phone
+from service.domain.turns import ConversationStatus
 
 CONVERSATIONS = "conversations"
 LINKS = "identity_links"
@@ -50,7 +52,7 @@ class IdentityResolver:
         client: firestore.Client,
         pseudonyms: Pseudonyms,
         stored_identity: Callable[[firestore.DocumentSnapshot], PatientIdentity | None],
-        call: dict[str, Any],
+        call: FirestoreCall,
     ) -> None:
         self._client = client
         self._conversations = client.collection(CONVERSATIONS)
@@ -166,7 +168,7 @@ class IdentityResolver:
 
 def _only_invited(snapshot: firestore.DocumentSnapshot) -> bool:
     data = snapshot.to_dict() or {}
-    return data.get("status") == "invited" and not data.get("outbox")
+    return data.get("status") == ConversationStatus.INVITED and not data.get("outbox")
 
 
 def is_legacy_key(document_id: str) -> bool:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage
-from requests.exceptions import RequestException
 
-from repositories.clients import STORAGE_CALL, TRANSIENT_ERRORS, translated
+from repositories.clients import STORAGE_CALL, STORAGE_ERRORS, translated
 from service.errors import ConflictError
 from service.keys.crypto import StoredKeyset
 
@@ -21,7 +20,7 @@ class KeysetObjectStore:
 
     def read(self) -> StoredKeyset | None:
         blob = self._bucket.blob(self.object_name)
-        with translated("Cloud Storage", (*TRANSIENT_ERRORS, RequestException)):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             try:
                 data = blob.download_as_bytes(**STORAGE_CALL)
             except google_exceptions.NotFound:
@@ -36,7 +35,7 @@ class KeysetObjectStore:
 
     def _write(self, data: bytes, if_generation_match: int | None) -> None:
         blob = self._bucket.blob(self.object_name)
-        with translated("Cloud Storage", (*TRANSIENT_ERRORS, RequestException)):
+        with translated("Cloud Storage", STORAGE_ERRORS):
             try:
                 blob.upload_from_string(
                     data,

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 from google.cloud import firestore
 
 from repositories.clients import FIRESTORE_CALL
 
 COLLECTION = "providers"
-ROLES = ("admin", "staff", "scheduler")
+
+
+class Role(StrEnum):
+    """What an account may call (service/accounts/providers.py); stored by value in `role`."""
+
+    ADMIN = "admin"
+    STAFF = "staff"
+    SCHEDULER = "scheduler"
+
+
 # Accounts created before roles existed are staff. Migration 0003 writes the field; reading a
 # missing one the same way keeps those accounts working before it has run.
-ROLE_WHEN_MISSING = "staff"
+ROLE_WHEN_MISSING = Role.STAFF
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,7 @@ class Provider:
     token_hash: str
     created_at: datetime
     revoked_at: datetime | None = None
-    role: str = ROLE_WHEN_MISSING
+    role: Role = ROLE_WHEN_MISSING
 
     @property
     def revoked(self) -> bool:
@@ -51,11 +62,11 @@ class ProviderRepository:
         snapshot = self._collection.document(provider_id).get(**FIRESTORE_CALL)
         if not snapshot.exists:
             return None
-        return _provider(snapshot.id, snapshot.to_dict())
+        return _provider(snapshot.id, snapshot.to_dict() or {})
 
     def list(self) -> list[Provider]:
         snapshots = self._collection.order_by("created_at").stream()
-        return [_provider(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
+        return [_provider(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
 
     def revoke(self, provider_id: str, revoked_at: datetime) -> bool:
         """Mark the provider revoked; return False when no such provider exists."""
@@ -65,7 +76,7 @@ class ProviderRepository:
         reference.update({"revoked_at": revoked_at})
         return True
 
-    def fill_missing_roles(self, role: str) -> int:
+    def fill_missing_roles(self, role: Role) -> int:
         """Give `role` to every account stored without one; return how many were changed."""
         changed = 0
         for snapshot in self._collection.stream():
@@ -78,7 +89,7 @@ class ProviderRepository:
         return changed
 
 
-def _provider(provider_id: str, data: dict) -> Provider:
+def _provider(provider_id: str, data: dict[str, Any]) -> Provider:
     return Provider(
         provider_id=provider_id,
         name=data["name"],

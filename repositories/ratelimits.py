@@ -11,12 +11,12 @@ from datetime import datetime
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
-from repositories.clients import translated
+from repositories.clients import FirestoreCall, translated
 
 COLLECTION = "rate_limits"
 # A counter that does not answer quickly is skipped (the limiter falls back to its per-process
 # count), so a Firestore outage never holds a request for the library's long default retries.
-_CALL = {"timeout": 2.0, "retry": None}
+_CALL: FirestoreCall = {"timeout": 2.0, "retry": None}
 _ERRORS = (google_exceptions.GoogleAPIError, ConnectionError, TimeoutError)
 
 

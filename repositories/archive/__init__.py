@@ -8,9 +8,8 @@ of that day, and the day's sealed batch (repositories/batches.py) once `records 
 """
 
 from repositories.archive.model import (
-    ACTIVE,
-    ERASED,
     IndexEntry,
+    IndexStatus,
     ReadStats,
     RecordIntegrityError,
     SealReport,
@@ -21,10 +20,9 @@ from repositories.archive.model import (
 from repositories.archive.repository import ArchiveRepository
 
 __all__ = [
-    "ACTIVE",
-    "ERASED",
     "ArchiveRepository",
     "IndexEntry",
+    "IndexStatus",
     "ReadStats",
     "RecordIntegrityError",
     "SealReport",

@@ -10,14 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
-
-from requests.exceptions import RequestException
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from repositories.batches import (
     SealedBatch,
 )
-from repositories.clients import TRANSIENT_ERRORS
 from service.domain.record import (
     is_record_id,
 )
@@ -27,13 +25,18 @@ logger = logging.getLogger(__name__)
 
 INDEX_COLLECTION = "intakes"
 OBJECT_PREFIX = "intakes/"
-ACTIVE, ERASED = "active", "erased"
-STORAGE_ERRORS = (*TRANSIENT_ERRORS, RequestException)
 _BATCH_WRITE_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 # A batch object no day document names is deleted once it is this old (a crashed seal's);
 # younger ones may belong to a seal still running.
 STRAY_BATCH_AGE = timedelta(minutes=15)
 _T = TypeVar("_T")
+
+
+class IndexStatus(StrEnum):
+    """An index entry's `status`: the record is archived, or erased and its object deleted."""
+
+    ACTIVE = "active"
+    ERASED = "erased"
 
 
 class RecordIntegrityError(ServiceError):
@@ -69,7 +72,7 @@ class IndexEntry:
     object_name: str
     key_id: int | None
     schema_version: int
-    status: str
+    status: IndexStatus
     erased_at: datetime | None = None
 
     @property
@@ -123,7 +126,7 @@ def record_id_of_object(object_name: str) -> str | None:
     return record_id if is_record_id(record_id) else None
 
 
-def current_batch(fields: dict) -> SealedBatch | None:
+def current_batch(fields: dict[str, Any]) -> SealedBatch | None:
     """The day's batch if it was sealed at the day's current version, else None."""
     sealed = fields.get("batch")
     if not sealed or int(sealed.get("version", -1)) != int(fields.get("version", 0)):
@@ -151,14 +154,14 @@ def entry_fields(entry: IndexEntry) -> dict[str, object]:
     }
 
 
-def entry_from(record_id: str, data: dict) -> IndexEntry:
+def entry_from(record_id: str, data: dict[str, Any]) -> IndexEntry:
     return IndexEntry(
         record_id=record_id,
         submitted_at=data["submitted_at"],
         object_name=data["object"],
         key_id=data.get("key_id"),
         schema_version=data.get("schema_version", 1),
-        status=data.get("status", ACTIVE),
+        status=data.get("status", IndexStatus.ACTIVE),
         erased_at=data.get("erased_at"),
     )
 

@@ -6,18 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import tink
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore, storage
 
 from repositories.archive.model import (
-    ACTIVE,
-    ERASED,
     INDEX_COLLECTION,
     OBJECT_PREFIX,
-    STORAGE_ERRORS,
     IndexEntry,
+    IndexStatus,
     day_of,
     entry_fields,
     entry_from,
@@ -29,7 +28,11 @@ from repositories.batches import (
     DAY_COLLECTION,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, translated
+from repositories.clients import (
+    STORAGE_CALL,
+    STORAGE_ERRORS,
+    translated,
+)
 from service.domain.record import (
     IntakeRecord,
     InvalidRecordError,
@@ -81,7 +84,7 @@ class ArchiveObjects:
         plaintext = to_json(record)  # validates on the way in
         object_name = object_name_for(record.record_id, record.submitted_at)
         existing = self.index_entry(record.record_id)
-        if existing is not None and existing.status == ERASED:
+        if existing is not None and existing.status == IndexStatus.ERASED:
             raise ConflictError(f"record {record.record_id} was erased")
         if existing is not None and existing.object_name == object_name:
             return existing, existing  # a retry after a complete archive: nothing to repair
@@ -94,7 +97,7 @@ class ArchiveObjects:
             object_name=object_name,
             key_id=key_id if key_id is not None else keyring.primary_key_id,
             schema_version=record.schema_version,
-            status=ACTIVE,
+            status=IndexStatus.ACTIVE,
         )
         return entry, existing
 
@@ -103,10 +106,12 @@ class ArchiveObjects:
         batch.set(self._index.document(entry.record_id), entry_fields(entry))
         batch.set(*self._day_bump(entry.submitted_at), merge=True)
 
-    def _day_bump(self, submitted_at: datetime, **more: object) -> tuple[object, dict]:
+    def _day_bump(
+        self, submitted_at: datetime, **more: object
+    ) -> tuple[firestore.DocumentReference, dict[str, object]]:
         """The write that marks a change to a day's index, so its sealed batch is not read."""
         day = day_of(submitted_at)
-        fields = {"day": day_id(day), "version": firestore.Increment(1), **more}
+        fields: dict[str, object] = {"day": day_id(day), "version": firestore.Increment(1), **more}
         return self._days.document(day_id(day)), fields
 
     def discard_unindexed(self, entry: IndexEntry) -> bool:
@@ -158,14 +163,14 @@ class ArchiveObjects:
             return None
         with translated("Firestore"):
             snapshot = self._index.document(record_id).get()
-        return entry_from(snapshot.id, snapshot.to_dict()) if snapshot.exists else None
+        return entry_from(snapshot.id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     def read(self, record_id: str) -> IntakeRecord:
         """Return the decrypted, validated record; raise NotFound, Gone or RecordIntegrity."""
         entry = self.index_entry(record_id)
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
-        if entry.status == ERASED:
+        if entry.status == IndexStatus.ERASED:
             raise GoneError(f"record {record_id} was erased")
         record = self._fetch(entry)
         if record is None:
@@ -184,7 +189,7 @@ class ArchiveObjects:
                 return self._bucket.blob(entry.object_name).download_as_bytes(**STORAGE_CALL)
             except google_exceptions.NotFound:
                 current = self.index_entry(entry.record_id)
-                if current is not None and current.status == ERASED:
+                if current is not None and current.status == IndexStatus.ERASED:
                     return None
                 raise integrity_failure(entry.record_id, "its archived object is missing") from None
 
@@ -225,7 +230,7 @@ class ArchiveObjects:
             except google_exceptions.NotFound:
                 pass
 
-    def _get(self, reference) -> dict | None:
+    def _get(self, reference: firestore.DocumentReference) -> dict[str, Any] | None:
         with translated("Firestore"):
             snapshot = reference.get()
         return snapshot.to_dict() if snapshot.exists else None
@@ -284,7 +289,7 @@ class ArchiveObjects:
             object_name=object_name,
             key_id=key_id_of(ciphertext),
             schema_version=record.schema_version,
-            status=ACTIVE,
+            status=IndexStatus.ACTIVE,
         )
         self._create_index_entry(entry)
         return entry

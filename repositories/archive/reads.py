@@ -13,10 +13,9 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
 
 from repositories.archive.model import (
-    ACTIVE,
-    STORAGE_ERRORS,
     IndexEntry,
     IndexRange,
+    IndexStatus,
     ReadStats,
     current_batch,
     day_of,
@@ -32,7 +31,11 @@ from repositories.batches import (
     SealedBatch,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, translated
+from repositories.clients import (
+    STORAGE_CALL,
+    STORAGE_ERRORS,
+    translated,
+)
 from service.domain.record import (
     IntakeRecord,
 )
@@ -99,7 +102,7 @@ class ArchiveReads(ArchiveObjects):
                 page = page.start_after(last)
             with translated("Firestore"):
                 snapshots = list(page.stream())
-            yield [entry_from(snapshot.id, snapshot.to_dict()) for snapshot in snapshots]
+            yield [entry_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
             if len(snapshots) < PAGE_SIZE:
                 return
             last = snapshots[-1]
@@ -156,7 +159,7 @@ class ArchiveReads(ArchiveObjects):
             snapshots = list(query.stream())
         batches = []
         for snapshot in snapshots:
-            batch = current_batch(snapshot.to_dict())
+            batch = current_batch(snapshot.to_dict() or {})
             if batch is None:
                 continue
             first = day_start(batch.day)
@@ -170,7 +173,7 @@ class ArchiveReads(ArchiveObjects):
     def _fetched_records(
         self, entries: Iterable[IndexEntry], window: int, stats: ReadStats
     ) -> Iterator[IntakeRecord]:
-        active = (entry for entry in entries if entry.status == ACTIVE)
+        active = (entry for entry in entries if entry.status == IndexStatus.ACTIVE)
         for record in in_order(self._fetch, active, self._fetch_workers, window):
             if record is not None:
                 stats.one_by_one += 1

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from google.cloud import firestore
 
 from repositories.archive.model import (
-    ERASED,
     IndexEntry,
+    IndexStatus,
     day_of,
 )
-from repositories.archive.reads import ArchiveReads
 from repositories.archive.seals import ArchiveSeals
 from repositories.clients import translated
 from service.errors import NotFoundError
 
 
-class ArchiveRepository(ArchiveReads, ArchiveSeals):
+class ArchiveRepository(ArchiveSeals):
     """Archive, read, stream, re-encrypt and erase encrypted intake records."""
 
     # -- maintenance ---------------------------------------------------------------------
@@ -27,7 +27,7 @@ class ArchiveRepository(ArchiveReads, ArchiveSeals):
         if entry is None:
             raise NotFoundError(f"record {record_id} not found")
         self._delete_quietly(entry.object_name)  # gone already after an interrupted erase
-        fields = {"status": ERASED, "erased_at": erased_at, "key_id": None}
+        fields = {"status": IndexStatus.ERASED, "erased_at": erased_at, "key_id": None}
         batch = self._client.batch()
         batch.update(self._index.document(record_id), fields)
         # The day's batch holds a copy of the record: unseal the day in the same write, then
@@ -36,5 +36,4 @@ class ArchiveRepository(ArchiveReads, ArchiveSeals):
         with translated("Firestore"):
             batch.commit()
         self._sweep_batches(day_of(entry.submitted_at), keep=None, everything=True)
-        return IndexEntry(**{**entry.__dict__, "status": ERASED, "erased_at": erased_at,
-                             "key_id": None})  # fmt: skip
+        return replace(entry, status=IndexStatus.ERASED, erased_at=erased_at, key_id=None)

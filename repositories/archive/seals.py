@@ -11,28 +11,31 @@ from google.cloud import firestore
 
 from repositories.archive.model import (
     _BATCH_WRITE_CHUNK,
-    ACTIVE,
-    STORAGE_ERRORS,
     STRAY_BATCH_AGE,
+    IndexStatus,
     SealReport,
     current_batch,
     day_start,
     in_order,
 )
-from repositories.archive.objects import ArchiveObjects
+from repositories.archive.reads import ArchiveReads
 from repositories.batches import (
     FrameWriter,
     SealedBatch,
     batch_prefix,
     day_id,
 )
-from repositories.clients import STORAGE_CALL, translated
+from repositories.clients import (
+    STORAGE_CALL,
+    STORAGE_ERRORS,
+    translated,
+)
 from service.keys.crypto import key_id_of
 
 logger = logging.getLogger(__name__)
 
 
-class ArchiveSeals(ArchiveObjects):
+class ArchiveSeals(ArchiveReads):
     """Seal complete days into batch objects so exports read a day in a few requests."""
 
     # -- sealing -------------------------------------------------------------------------
@@ -44,7 +47,7 @@ class ArchiveSeals(ArchiveObjects):
         primary = self.keys.keyring().primary_key_id
         days = []
         for snapshot in snapshots:
-            fields = snapshot.to_dict()
+            fields = snapshot.to_dict() or {}
             batch = current_batch(fields)
             if batch is None or set(batch.key_ids) - {primary}:
                 days.append(date.fromisoformat(fields["day"]))
@@ -75,7 +78,7 @@ class ArchiveSeals(ArchiveObjects):
         entries = (
             entry
             for entry in self.index_entries(first, first + timedelta(days=1))
-            if entry.status == ACTIVE
+            if entry.status == IndexStatus.ACTIVE
         )
         blob = self._bucket.blob(name)
         key_ids: set[int] = set()
@@ -130,11 +133,11 @@ class ArchiveSeals(ArchiveObjects):
         logger.info("day sealed", extra={"day": day_id(day), "records": writer.count})
         return report
 
-    def _record_batch(self, reference, batch: SealedBatch) -> bool:
+    def _record_batch(self, reference: firestore.DocumentReference, batch: SealedBatch) -> bool:
         @firestore.transactional
         def record(transaction: firestore.Transaction) -> bool:
             snapshot = reference.get(transaction=transaction)
-            fields = snapshot.to_dict() if snapshot.exists else {}
+            fields = snapshot.to_dict() or {}
             if int(fields.get("version", 0)) != batch.version:
                 return False
             transaction.set(

@@ -47,7 +47,9 @@ class ConversationChanges(ConversationStore):
         processes race, so whatever it does besides returning must be idempotent.
         """
 
-        def attempt(located: Located):
+        def attempt(
+            located: Located,
+        ) -> tuple[tuple[ConversationUpdate | None, Claim], Change | None]:
             stored = self._stored(located)
             stored.identity = merged(stored.identity, identity)
             if message_id in stored.fields.get("processed_ids", []):
@@ -74,7 +76,7 @@ class ConversationChanges(ConversationStore):
         """Apply a change not caused by a patient message (an invitation, a support action);
         return the conversation's key and the update."""
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[tuple[str, ConversationUpdate], Change]:
             stored = self._stored(located)
             stored.identity = merged(stored.identity, identity)
             update = decide(stored)
@@ -90,7 +92,7 @@ class ConversationChanges(ConversationStore):
         by `previous` is from now on also found, and answered, by `current`. Returns its key,
         or None when the patient has no conversation; idempotent per event id."""
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[str | None, Change | None]:
             if not located.current.exists:
                 return None, None
             stored = self._stored(located)
@@ -111,7 +113,7 @@ class ConversationChanges(ConversationStore):
             return None
         reference = self._collection.document(key)
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[str | None, Change | None]:
             data = (located.snapshot.to_dict() or {}) if located.snapshot.exists else {}
             named = data.get("record_ids", [])
             if record_id not in named and data.get("record_id") != record_id:
@@ -135,7 +137,7 @@ class ConversationChanges(ConversationStore):
         and timestamps as they are; return the new key, or None when there was nothing left to
         move (another process moved it on the patient's next message, which does the same)."""
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[str | None, Change | None]:
             if located.source is None:
                 return None, None
             stored = self._stored(located)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from google.api_core.exceptions import (
@@ -16,6 +17,7 @@ from google.api_core.exceptions import (
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
+from repositories.clients import FirestoreCall
 from repositories.identities import CONVERSATIONS
 from service.domain.identity import PatientIdentity, is_bsuid, is_phone
 from service.errors import ServiceError
@@ -42,7 +44,7 @@ CALL_RETRY = Retry(
     predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
     timeout=CALL_TIMEOUT_SECONDS,
 )
-CALL = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
+CALL: FirestoreCall = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
 
 
 class ConversationIntegrityError(ServiceError):
@@ -72,6 +74,15 @@ class ConversationUpdate:
     also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
 
 
+class DropReason(StrEnum):
+    """Why a queued reply was given up; support staff read it in `last_drop.reason`."""
+
+    OUTSIDE_WINDOW = "outside_window"  # Meta refused it: 24 h since the patient last wrote
+    REJECTED = "rejected"  # Meta refused it for good (an invalid parameter, say)
+    WINDOW_CLOSED = "window_closed"  # it kept failing until it could no longer be delivered
+    OUTBOX_FULL = "outbox_full"  # the oldest, pushed out of a full outbox
+
+
 @dataclass(frozen=True)
 class SendResult:
     key: str
@@ -79,7 +90,7 @@ class SendResult:
     error_code: int | None = None
     drop: bool = False
     attempted: bool = False  # a send was tried (released replies behind it were not)
-    reason: str | None = None  # why a dropped reply was dropped, for support staff
+    reason: DropReason | None = None  # why a dropped reply was dropped
 
 
 @dataclass
@@ -144,7 +155,7 @@ def claim_replies(
 def count_drops(
     fields: dict[str, Any],
     count: int,
-    reason: str | None,
+    reason: DropReason | None,
     now: datetime,
     current: dict[str, Any] | None = None,
 ) -> None:

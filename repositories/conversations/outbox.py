@@ -32,7 +32,7 @@ class OutboxChanges(ConversationStore):
         """Lease the unsent replies so one process sends them while others skip them."""
         reference = self._collection.document(key)
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[Claim, Change | None]:
             if not located.snapshot.exists:
                 return Claim(key, None), None
             outbox = (located.snapshot.to_dict() or {}).get("outbox", [])
@@ -96,7 +96,7 @@ class OutboxChanges(ConversationStore):
         reference = self._collection.document(key)
         by_key = {result.key: result for result in results}
 
-        def attempt(located: Located):
+        def attempt(located: Located) -> tuple[None, Change | None]:
             snapshot = located.snapshot
             if not snapshot.exists:
                 return None, None

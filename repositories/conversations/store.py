@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import tink
 from google.api_core.exceptions import (
@@ -32,6 +32,7 @@ from repositories.conversations.model import (
     Claim,
     ConversationIntegrityError,
     ConversationUpdate,
+    DropReason,
     OutboxItem,
     StoredConversation,
     count_drops,
@@ -43,6 +44,7 @@ from service.errors import UnavailableError
 from service.keys.crypto import KeyMaterial, key_id_of
 
 logger = logging.getLogger(__name__)
+_Result = TypeVar("_Result")
 
 
 class ConversationStore:
@@ -164,8 +166,8 @@ class ConversationStore:
     def _read_modify_write(
         self,
         locate: Callable[[], Located],
-        attempt: Callable[[Located], tuple[Any, Change | None]],
-    ) -> Any:
+        attempt: Callable[[Located], tuple[_Result, Change | None]],
+    ) -> _Result:
         """Read the documents, let attempt() decide, commit its change if nobody wrote
         meanwhile; attempt() runs again on fresh state when another process won the race."""
         deadline = time.monotonic() + CONTENTION_BUDGET_SECONDS
@@ -230,10 +232,14 @@ class ConversationStore:
         overflow = len(outbox) + len(update.replies) - MAX_OUTBOX
         if overflow > 0:
             outbox = outbox[overflow:]
-            count_drops(fields, overflow, "outbox_full", now)
+            count_drops(fields, overflow, DropReason.OUTBOX_FULL, now)
             logger.warning(
                 "replies dropped",
-                extra={"conversation": stored.key[:12], "reason": "outbox_full", "count": overflow},
+                extra={
+                    "conversation": stored.key[:12],
+                    "reason": DropReason.OUTBOX_FULL,
+                    "count": overflow,
+                },
             )
         for index, payload in enumerate(update.replies[-MAX_OUTBOX:]):
             key = f"{message_id}:{index}" if message_id else f"system:{now.timestamp()}:{index}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from repositories.audit import AuditEvent, AuditRepository
-from repositories.providers import ROLES, Provider, ProviderRepository
+from repositories.providers import Provider, ProviderRepository, Role
 from service.accounts.ratelimit import RequestOrigin, SharedFailureLimiter, audit_throttle
 from service.errors import (
     InvalidInputError,
@@ -23,12 +23,11 @@ from service.errors import (
 _TOKEN_PREFIX = "ipt"
 _PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
 
-ADMIN, STAFF, SCHEDULER = ROLES
 # Who may call what. People (admin, staff) use the provider endpoints; the Cloud Scheduler
 # account only starts tasks, so the token stored in its job cannot read a record. An admin may
 # start a task by hand; staff have no need to.
-PEOPLE = frozenset({ADMIN, STAFF})
-TASK_RUNNERS = frozenset({ADMIN, SCHEDULER})
+PEOPLE = frozenset({Role.ADMIN, Role.STAFF})
+TASK_RUNNERS = frozenset({Role.ADMIN, Role.SCHEDULER})
 
 
 @dataclass(frozen=True)
@@ -42,13 +41,17 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_provider(providers: ProviderRepository, name: str, role: str = STAFF) -> NewProvider:
+def create_provider(
+    providers: ProviderRepository, name: str, role: str = Role.STAFF
+) -> NewProvider:
     """Create a provider account with a role and return it with its one-time token."""
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise InvalidInputError("provider name must be 1 to 100 characters")
-    if role not in ROLES:
-        raise InvalidInputError(f"role must be one of {', '.join(ROLES)}")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidInputError(f"role must be one of {', '.join(Role)}") from None
     provider_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     provider = Provider(
@@ -78,7 +81,7 @@ def authenticate(
     audit: AuditRepository,
     authorization: str | None,
     origin: RequestOrigin,
-    allowed_roles: frozenset[str],
+    allowed_roles: frozenset[Role],
     limiter: SharedFailureLimiter | None = None,
 ) -> Provider:
     """Return the provider a bearer token belongs to if its role is allowed; audit every try.
@@ -90,12 +93,13 @@ def authenticate(
     audited as `denied`; it is not a failed login, so the limiter does not count it.
     """
     provider, reason = _check_token(providers, authorization)
-    throttle = limiter.record_failure(origin.ip) if limiter and provider is None else None
-    if throttle is not None:
-        audit_throttle(audit, "provider.authenticate", limiter, throttle, origin)
-        raise RateLimitedError(
-            "too many failed attempts; try again later", retry_after=throttle.retry_after
-        )
+    if limiter is not None and provider is None:
+        throttle = limiter.record_failure(origin.ip)
+        if throttle is not None:
+            audit_throttle(audit, "provider.authenticate", limiter, throttle, origin)
+            raise RateLimitedError(
+                "too many failed attempts; try again later", retry_after=throttle.retry_after
+            )
     details: dict[str, object] = {"path": origin.path}
     if provider is None:
         outcome, details["reason"] = "failure", reason

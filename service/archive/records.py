@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
-from repositories.archive import ACTIVE, IndexEntry, RecordIntegrityError, SealReport
+from repositories.archive import IndexEntry, IndexStatus, RecordIntegrityError, SealReport
 from repositories.audit import AuditEvent
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord
@@ -144,7 +144,7 @@ def reencrypt_records(components: Components, limit: int | None = None) -> Reenc
     stale = (
         entry
         for entry in archive.index_entries()
-        if entry.status == ACTIVE and entry.key_id != primary
+        if entry.status == IndexStatus.ACTIVE and entry.key_id != primary
     )
     examined = reencrypted = 0
     with ThreadPoolExecutor(8, thread_name_prefix="reencrypt") as pool:

@@ -3,7 +3,9 @@ its effects (archive, erase); identity changes; failed deliveries."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +22,18 @@ from service.conversation.outbox import lease_of, send_claimed
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord, new_record_id
-from service.domain.turns import Effect, Step
+from service.domain.turns import ConversationStatus, Effect, Step
 from service.errors import NotFoundError
 from service.whatsapp.graph import (
     reply_payload,
 )
-from service.whatsapp.webhook import IdentityChange, InboundMessage, StatusUpdate, WebhookBatch
+from service.whatsapp.webhook import (
+    DeliveryStatus,
+    IdentityChange,
+    InboundMessage,
+    StatusUpdate,
+    WebhookBatch,
+)
 
 if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
     from service.shell.components import Components
@@ -74,9 +82,7 @@ def handle_message(components: Components, message: InboundMessage) -> None:
             if entry is not None:
                 components.failpoints.hit("conversation.archive_stored")
                 stored_objects[entry.record_id] = entry
-                update.also_write.append(
-                    lambda batch, entry=entry: archive.write_index_entry(batch, entry)
-                )
+                update.also_write.append(functools.partial(archive.write_index_entry, entry=entry))
         update.fields["last_inbound_at"] = message.timestamp
         components.failpoints.hit("conversation.before_commit")
         return update
@@ -125,7 +131,7 @@ def _update_for(step: Step) -> ConversationUpdate:
     erasing = step.state.pending_command == ERASE or any(
         effect.kind == "erase_records" for effect in step.effects
     )
-    update.drop_outbox = step.state.status == "opted_out" or erasing
+    update.drop_outbox = step.state.status == ConversationStatus.OPTED_OUT or erasing
     return update
 
 
@@ -168,7 +174,7 @@ def _apply_effect(
     return None
 
 
-def _record(identity: PatientIdentity, fields: dict[str, Any]) -> IntakeRecord:
+def _record(identity: PatientIdentity, fields: Mapping[str, Any]) -> IntakeRecord:
     return IntakeRecord(
         record_id=fields["record_id"],
         submitted_at=datetime.fromisoformat(fields["submitted_at"]),
@@ -188,7 +194,7 @@ def _record(identity: PatientIdentity, fields: dict[str, Any]) -> IntakeRecord:
 
 def handle_status(components: Components, status: StatusUpdate) -> None:
     """Keep failed deliveries visible to support staff; the others need no storage."""
-    if status.status == "failed":
+    if status.status == DeliveryStatus.FAILED:
         key = components.repos.conversations.record_failed_status(
             status.identity, status.error_codes, status.timestamp
         )

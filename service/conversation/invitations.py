@@ -16,6 +16,7 @@ from service.conversation.flow.engine import invite
 from service.conversation.flow.questionnaire import load_questionnaire
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
+from service.domain.turns import ConversationStatus
 from service.errors import ConflictError, InvalidInputError, UnavailableError
 from service.whatsapp.graph import (
     GraphError,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
 logger = logging.getLogger(__name__)
 
 
-def start_conversation(components: Components, to: str, provider_id: str) -> str:
+def start_conversation(components: Components, to: object, provider_id: str) -> str:
     """Send the start template to a patient and record the invitation; return the phone
     number (E.164 digits). A patient who already wrote with this number keeps their
     conversation, whichever identifier it is filed under."""
@@ -38,7 +39,7 @@ def start_conversation(components: Components, to: str, provider_id: str) -> str
 
     def decide(stored: StoredConversation) -> ConversationUpdate:
         current = state_from_stored(stored)
-        if current is not None and current.status == "opted_out":
+        if current is not None and current.status == ConversationStatus.OPTED_OUT:
             # The bot promised a patient who wrote STOP no more messages until they write.
             raise ConflictError("this patient opted out; they must write to the clinic first")
         state = invite(load_questionnaire("1"), current)

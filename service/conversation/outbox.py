@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from repositories.conversations import (
     Claim,
+    DropReason,
     OutboxItem,
     SendResult,
 )
@@ -129,12 +130,16 @@ def _send_one(
             _reengage(components, identity)
             reengaged[0] = True
         return SendResult(
-            item.key, error_code=error.code, drop=True, attempted=True, reason="outside_window"
+            item.key,
+            error_code=error.code,
+            drop=True,
+            attempted=True,
+            reason=DropReason.OUTSIDE_WINDOW,
         )
     except RejectedMessageError as error:
         logger.error("Graph API rejected a reply", extra={"graph_code": error.code})
         return SendResult(
-            item.key, error_code=error.code, drop=True, attempted=True, reason="rejected"
+            item.key, error_code=error.code, drop=True, attempted=True, reason=DropReason.REJECTED
         )
     except GraphError as error:
         # Kept however often it failed, until Meta could no longer deliver it anyway.
@@ -146,7 +151,7 @@ def _send_one(
             error_code=error.code or 0,
             drop=expired,
             attempted=True,
-            reason="window_closed" if expired else None,
+            reason=DropReason.WINDOW_CLOSED if expired else None,
         )
 
 

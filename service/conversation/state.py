@@ -27,6 +27,8 @@ def state_from_stored(stored: StoredConversation) -> ConversationState | None:
         return None
     fields, draft = stored.fields, stored.draft
     return ConversationState(
+        # As stored, a str: equal to its ConversationStatus, or a status only a newer version
+        # knows, which the engine reads as no form under way.
         status=fields["status"],
         step=fields.get("step"),
         language=fields.get("language"),

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from service.domain.identity import is_bsuid, is_phone
 from service.errors import InvalidInputError
@@ -74,7 +74,7 @@ def new_record_id() -> str:
     return "".join(_ALPHABET[(number >> (5 * i)) & 31] for i in range(_ID_LENGTH))
 
 
-def is_record_id(value: object) -> bool:
+def is_record_id(value: object) -> TypeGuard[str]:
     """Tell whether value is a well-formed record id, safe in object names and document ids."""
     return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
-STATUSES = ("new", "invited", "in_progress", "confirming", "completed", "opted_out")
-INBOUND_KINDS = ("text", "choice", "unsupported")
+
+class ConversationStatus(StrEnum):
+    """Where a patient is; stored by value in the conversation's `status` field."""
+
+    NEW = "new"
+    INVITED = "invited"
+    IN_PROGRESS = "in_progress"
+    CONFIRMING = "confirming"
+    COMPLETED = "completed"
+    OPTED_OUT = "opted_out"
+
+
+# What a patient's message is to the engine, and what the caller must do after a turn.
+InboundKind = Literal["text", "choice", "unsupported"]
+EffectKind = Literal["archive", "erase_records"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +33,7 @@ class Inbound:
     "unsupported" (image, audio, video, document, sticker, location, contacts, reaction, unknown).
     """
 
-    kind: str
+    kind: InboundKind
     text: str = ""  # the text body, or the title of the chosen button or row
     choice_id: str = ""  # the id of the chosen button or row; "" for text
 
@@ -55,7 +69,7 @@ class Reply:
 class ConversationState:
     """Where one patient is in the form; the caller stores it (answers encrypted)."""
 
-    status: str = "new"  # one of STATUSES
+    status: ConversationStatus = ConversationStatus.NEW
     step: str | None = None  # the id of the question being asked
     language: str | None = None  # "en" | "es"
     questionnaire_version: str = "1"
@@ -78,7 +92,7 @@ class Effect:
     "erase_records": `record_ids` lists the archived records to erase.
     """
 
-    kind: str
+    kind: EffectKind
     record: Mapping[str, Any] | None = None
     record_ids: tuple[str, ...] = ()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyzipper
 
 from repositories.archive import ReadStats
-from repositories.exports import ExportEntry
+from repositories.exports import ExportEntry, ExportFormat
 from service.accounts.ratelimit import RequestOrigin
 from service.domain.passwords import export_password, today_utc
 from service.domain.record import IntakeRecord
@@ -36,10 +36,14 @@ if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
 logger = logging.getLogger(__name__)
 
 
-FORMATS = {"csv": "csv", "xlsx": "xlsx", "excel": "xlsx"}  # "excel": the seed's name
+FORMATS = {  # the `format` a request may give
+    "csv": ExportFormat.CSV,
+    "xlsx": ExportFormat.XLSX,
+    "excel": ExportFormat.XLSX,  # the seed's name
+}
 
 
-MEMBER_NAMES = {"csv": "intakes.csv", "xlsx": "intakes.xlsx"}
+MEMBER_NAMES = {ExportFormat.CSV: "intakes.csv", ExportFormat.XLSX: "intakes.xlsx"}
 
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -70,7 +74,7 @@ class ExportFilters:
 @dataclass(frozen=True)
 class CreatedExport:
     export_id: str
-    format: str
+    format: ExportFormat
     records: int
     token: str
     expires_at: datetime
@@ -80,7 +84,7 @@ class CreatedExport:
 
 def parse_request(
     format_value: str | None, from_value: str | None, to_value: str | None
-) -> tuple[str, ExportFilters]:
+) -> tuple[ExportFormat, ExportFilters]:
     """Validate the query parameters; raise InvalidInputError naming the bad one."""
     wanted = (format_value or "csv").strip().lower()
     if wanted not in FORMATS:
@@ -152,7 +156,7 @@ def _create(
     components: Components,
     provider_id: str,
     export_id: str,
-    file_format: str,
+    file_format: ExportFormat,
     filters: ExportFilters,
     now: datetime | None,
 ) -> CreatedExport:
@@ -198,7 +202,7 @@ def _create(
 
 def _build_zip(
     folder: Path,
-    file_format: str,
+    file_format: ExportFormat,
     records: Iterator[IntakeRecord],
     password: str,
     created_at: datetime,
@@ -221,7 +225,7 @@ def _build_zip(
         member = archive.zipinfo_cls(MEMBER_NAMES[file_format], created_at.timetuple()[:6])
         member.compress_type = pyzipper.ZIP_DEFLATED
         member.external_attr = 0o600 << 16
-        if file_format == "csv":
+        if file_format == ExportFormat.CSV:
             with archive.open(member, "w") as entry:
                 count = write_csv(timed, entry)
         else:
@@ -264,7 +268,7 @@ class _TimedRecords:
                 close()  # stops iter_records' fetch pool when a write fails half-way
 
 
-def _filter_details(file_format: str, filters: ExportFilters) -> dict[str, Any]:
+def _filter_details(file_format: ExportFormat, filters: ExportFilters) -> dict[str, Any]:
     return {
         "format": file_format,
         "from": filters.date_from.isoformat() if filters.date_from else None,

@@ -30,6 +30,7 @@ from openpyxl.utils import get_column_letter
 from service.domain.record import IntakeRecord
 
 if TYPE_CHECKING:
+    from openpyxl.cell.cell import Cell
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 COLUMNS = (
@@ -225,7 +226,7 @@ def _text_cell(sheet: WriteOnlyWorksheet, value: str) -> object:
     return cell
 
 
-def _datetime_cell(sheet: WriteOnlyWorksheet, value: datetime) -> WriteOnlyCell:
+def _datetime_cell(sheet: WriteOnlyWorksheet, value: datetime) -> Cell:
     cell = WriteOnlyCell(sheet, value=value.astimezone(UTC).replace(tzinfo=None))
     cell.number_format = _DATETIME_FORMAT
     return cell

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from repositories.exports import PURGED, ExportEntry
+from repositories.exports import ExportEntry, ExportStatus
 from service.accounts.ratelimit import RequestOrigin, audit_throttle
 from service.errors import (
     GoneError,
@@ -189,6 +189,6 @@ def _authorise_download(
     provider = components.repos.providers.get(provider_id)
     if provider is None or provider.revoked or entry.provider_id != provider_id:
         raise PermissionDeniedError("the provider account of this link is no longer active")
-    if entry.status == PURGED:
+    if entry.status == ExportStatus.PURGED:
         raise GoneError(f"export {export_id} has been purged; request a new export")
     return entry

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from repositories.exports import PURGED
+from repositories.exports import ExportStatus
 from service.accounts.ratelimit import RequestOrigin
 from service.exports.audit import EXPORT_ID, audit_export_event
 
@@ -54,8 +54,8 @@ def purge_exports(
     # marked the document but was stopped before the delete went through.
     orphans = 0
     for object_name, export_id in exports.zip_objects_before(cutoff):
-        entry = exports.get(export_id) if EXPORT_ID.fullmatch(export_id) else None
-        if (entry is None or entry.status == PURGED) and exports.delete_zip(object_name):
+        live = exports.get(export_id) if EXPORT_ID.fullmatch(export_id) else None
+        if (live is None or live.status == ExportStatus.PURGED) and exports.delete_zip(object_name):
             orphans += 1
     logger.info("exports purged", extra={"exports": purged, "orphans": orphans})
     return PurgeReport(exports=purged, orphans=orphans)

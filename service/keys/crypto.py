@@ -242,7 +242,8 @@ class KeyMaterial:
             if time.monotonic() - self._last_reload >= _RELOAD_INTERVAL_SECONDS:
                 self._last_reload = time.monotonic()
                 self._keyring = self._load()
-            return self._keyring
+            # forget() may have run since keyring() answered: the keys read then still serve.
+            return self._keyring or keyring
 
     def _load(self) -> Keyring:
         try:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 from flask import Flask, Request, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -50,6 +50,16 @@ class _BoundedRequest(Request):
     Content-Length; gunicorn passes those through) is silently cut at the limit: the webhook
     would then see a truncated body and answer 401, and a JSON endpoint could act on a prefix.
     """
+
+    @overload
+    def get_data(
+        self, cache: bool = True, as_text: Literal[False] = False, parse_form_data: bool = False
+    ) -> bytes: ...
+
+    @overload
+    def get_data(
+        self, cache: bool = True, as_text: Literal[True] = ..., parse_form_data: bool = False
+    ) -> str: ...
 
     def get_data(
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
@@ -103,6 +113,7 @@ def _trust_configured_proxies(app: Flask, hops: int) -> None:
     the nearest proxy's X-Forwarded-Proto, which it sets rather than appends to.
     """
     if hops:
+        # Flask's documented way to add WSGI middleware, though Flask types wsgi_app a method.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
 
 
@@ -136,7 +147,7 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule else "(unmatched)"
 
 
-def _error_body(code: str, message: str) -> dict:
+def _error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
@@ -165,7 +176,9 @@ def _register_error_handlers(app: Flask) -> None:
     outage_lines = _OncePerInterval()
 
     @app.errorhandler(ServiceError)
-    def handle_service_error(error: ServiceError, cause: Exception | None = None):
+    def handle_service_error(
+        error: ServiceError, cause: Exception | None = None
+    ) -> tuple[Response, int]:
         if isinstance(error, UnavailableError):
             # An outage answers every request with 503 (Meta retries); one line a minute per
             # kind and route says so, with how many more were refused, not one per request.
@@ -187,7 +200,7 @@ def _register_error_handlers(app: Flask) -> None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response, error.status
 
-    def handle_dependency_error(error: Exception):
+    def handle_dependency_error(error: Exception) -> tuple[Response, int]:
         """Any Firestore or Storage failure that reached Flask: 503, never a 500 loop."""
         return handle_service_error(dependency_unavailable(error), cause=error)
 
@@ -195,13 +208,13 @@ def _register_error_handlers(app: Flask) -> None:
         app.register_error_handler(error_class, handle_dependency_error)
 
     @app.errorhandler(HTTPException)
-    def handle_http_error(error: HTTPException):
+    def handle_http_error(error: HTTPException) -> tuple[Response, int]:
         code = (error.name or "error").lower().replace(" ", "_")
         response = jsonify(_error_body(code, error.description or error.name))
         return response, error.code or 500
 
     @app.errorhandler(Exception)
-    def handle_unexpected(error: Exception):
+    def handle_unexpected(error: Exception) -> tuple[Response, int]:
         logger.exception("unhandled error", extra={"route": _route()})
         return jsonify({"error": {"code": "internal", "message": "internal error"}}), 500
 
@@ -233,7 +246,7 @@ def _register_access_log(app: Flask) -> None:
         g.request_started = time.perf_counter()
 
     @app.after_request
-    def log_request(response):
+    def log_request(response: Response) -> Response:
         started = g.get("request_started", time.perf_counter())
         latency = time.perf_counter() - started
         # The route pattern, never the raw URL: a path or query string can hold anything a

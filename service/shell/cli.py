@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import click
 from flask import current_app, has_app_context
@@ -19,6 +20,7 @@ from service.conversation import support as support_service
 from service.domain.passwords import export_password, today_utc
 from service.errors import ConfigError, ServiceError
 from service.exports import purge as export_purge
+from service.keys.crypto import KeyInfo
 from service.shell.components import Components, build_components
 from service.shell.config import Config, generate_secrets
 from service.shell.logging import configure_logging
@@ -28,7 +30,7 @@ _OPERATOR_ERRORS = (ServiceError, ConfigError, MigrationError)
 
 
 class _OperatorGroup(click.Group):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:  # click.Group.invoke returns Any too
         try:
             return super().invoke(ctx)
         except _OPERATOR_ERRORS as error:
@@ -121,7 +123,7 @@ def keys() -> None:
     """Manage the Tink keyset that encrypts archived records."""
 
 
-def _print_keys(key_infos: list) -> None:
+def _print_keys(key_infos: list[KeyInfo]) -> None:
     for key in key_infos:
         click.echo(f"{key.key_id:>10}  {key.status:8}  {'primary' if key.primary else ''}".rstrip())
 
@@ -254,8 +256,9 @@ def providers() -> None:
 @click.argument("name")
 @click.option(
     "--role",
-    type=click.Choice(provider_service.ROLES),
-    default=provider_service.STAFF,
+    # The values: click matches an Enum choice by its member's name (ADMIN), not its value.
+    type=click.Choice([role.value for role in provider_service.Role]),
+    default=provider_service.Role.STAFF.value,
     show_default=True,
     help="admin or staff: the provider endpoints (admin may also start /tasks/*); "
     "scheduler: /tasks/* only (the Cloud Scheduler job).",

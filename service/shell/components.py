@@ -101,13 +101,12 @@ def build_export_slots(config: Config) -> ExportSlots:
 
 def build_key_material(config: Config, bucket: Bucket) -> KeyMaterial:
     """Choose where the keyset lives: wrapped by KMS in the bucket, or a development file."""
-    if config.kms_key_uri:
+    key_uri = config.kms_key_uri
+    if key_uri:
         object_name = config.tink_keyset
 
         def kms_codec() -> KmsWrappedCodec:
-            kek = KmsAead(
-                make_kms_client(config.kms_endpoint), config.kms_key_uri, timeout=_KMS_TIMEOUT
-            )
+            kek = KmsAead(make_kms_client(config.kms_endpoint), key_uri, timeout=_KMS_TIMEOUT)
             # Bound to its object name: a wrapped keyset copied elsewhere will not unwrap.
             return KmsWrappedCodec(kek, object_name.encode())
 

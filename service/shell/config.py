@@ -6,6 +6,7 @@ import dataclasses
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from service.errors import ConfigError
 from service.shell.failpoints import spec_problems
@@ -150,7 +151,8 @@ class Config:
     def from_env(cls, environ: Mapping[str, str]) -> Config:
         """Build the config from environment variables; raise ConfigError listing every problem."""
         problems: list[str] = []
-        values: dict[str, object] = {}
+        # Each value is parsed to its field's type below: a str, or an int where one is counted.
+        values: dict[str, Any] = {}
         for field, env_name in _ENV_NAMES.items():
             raw = environ.get(env_name)
             if raw is None or raw.strip() == "":
@@ -202,7 +204,7 @@ class Config:
             if values[field] is not None
         }
 
-    def replace(self, **changes: object) -> Config:
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 

@@ -63,7 +63,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
-        entry = _masked(entry)
+        entry = {key: _masked(value) for key, value in entry.items()}
         trace = _trace_id()
         if trace:  # added after masking: a trace id may hold long runs of digits
             entry["logging.googleapis.com/trace"] = (
@@ -80,18 +80,21 @@ def _trace_id() -> str | None:
     return trace if re.fullmatch(r"[0-9a-fA-F]{16,32}", trace) else None
 
 
+class _JsonHandler(logging.StreamHandler[TextIO]):
+    """The handler configure_logging installs, so a second call replaces it."""
+
+
 def configure_logging(
     project_id: str | None, level: int = logging.INFO, stream: TextIO | None = None
 ) -> None:
     """Send every log record to stdout (or `stream`) as JSON; idempotent, tests call it per app."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_intake_json", False):
+        if isinstance(handler, _JsonHandler):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter(project_id))
-    handler._intake_json = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    json_handler = _JsonHandler(stream or sys.stdout)
+    json_handler.setFormatter(JsonFormatter(project_id))
+    root.addHandler(json_handler)
     root.setLevel(level)
     # Client libraries log request URLs and bodies at DEBUG; keep them out even at DEBUG.
     for noisy in ("urllib3", "google", "grpc", "werkzeug"):

@@ -103,7 +103,7 @@ def reply_payload(reply: Reply) -> dict[str, Any]:
     """Build the Graph API message body for one engine reply, without its recipient."""
     base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
     if reply.buttons:
-        action = {
+        action: dict[str, Any] = {
             "buttons": [
                 {"type": "reply", "reply": {"id": button.id, "title": button.title}}
                 for button in reply.buttons

@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from service.domain.identity import PatientIdentity, is_bsuid, is_phone
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._=:+/-]{1,256}")
-_STATUSES = ("sent", "delivered", "read", "failed", "deleted", "warning")
 _MAX_TEXT = 4096
 
 
@@ -64,11 +64,22 @@ class IdentityChange:
     kind: str
 
 
+class DeliveryStatus(StrEnum):
+    """What became of a message we sent: the `status` of one of Meta's status updates."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    DELETED = "deleted"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class StatusUpdate:
     message_id: str
     identity: PatientIdentity
-    status: str
+    status: DeliveryStatus
     timestamp: datetime
     error_codes: tuple[int, ...] = ()
 
@@ -177,7 +188,8 @@ def _parse_messages(value: dict, batch: WebhookBatch) -> None:
             batch.skipped += 1
             continue
         assert isinstance(message_id, str) and timestamp is not None
-        kind = message.get("type") if isinstance(message.get("type"), str) else "unknown"
+        message_type = message.get("type")
+        kind = message_type if isinstance(message_type, str) else "unknown"
         if kind == "system":
             _parse_system(message, message_id, sender, timestamp, batch)
             continue
@@ -203,7 +215,9 @@ def _parse_system(
     """Meta announces a new number (`user_changed_number`: system.wa_id is the new one) or a
     new BSUID (`user_changed_user_id`: system.user_id is the new one). Other system messages
     need nothing from us."""
-    system = message.get("system") if isinstance(message.get("system"), dict) else {}
+    system = message.get("system")
+    if not isinstance(system, dict):
+        system = {}
     kind = system.get("type")
     if kind == "user_changed_number":
         current = _identity(system.get("wa_id"), sender.bsuid)
@@ -256,6 +270,13 @@ def _choice(choice_id: Any, title: Any) -> Inbound:
     )
 
 
+def _delivery_status(value: Any) -> DeliveryStatus | None:
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        return None
+
+
 def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
     for status in _dicts(value.get("statuses")):
         message_id = status.get("id")
@@ -263,15 +284,14 @@ def _parse_statuses(value: dict, batch: WebhookBatch) -> None:
         # recipient_id only when Meta's phone-number rules allow it.
         recipient = _identity(status.get("recipient_id"), status.get("recipient_user_id"))
         timestamp = _timestamp(status.get("timestamp"))
-        name = status.get("status")
-        valid = (
+        name = _delivery_status(status.get("status"))
+        if not (
             isinstance(message_id, str)
             and _MESSAGE_ID.fullmatch(message_id)
             and recipient is not None
             and timestamp
-            and name in _STATUSES
-        )
-        if not valid:
+            and name is not None
+        ):
             batch.skipped += 1
             continue
         codes = tuple(

@@ -152,5 +152,5 @@ def provider_headers(components: Components) -> dict[str, str]:
 def admin_token(components: Components) -> str:
     """An admin's token: the one role every provider and task route admits."""
     return provider_service.create_provider(
-        components.repos.providers, "North Clinic", provider_service.ADMIN
+        components.repos.providers, "North Clinic", provider_service.Role.ADMIN
     ).token

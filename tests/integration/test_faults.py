@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 
 from devtools import payloads
 from devtools.devstack import LocalStack, free_port
-from service.accounts.providers import SCHEDULER, create_provider
+from service.accounts.providers import Role, create_provider
 from service.domain.record import reference_code
 from service.whatsapp.webhook import sign
 from tests.support.fakes.kms import FakeKms, handler_for
@@ -31,7 +31,7 @@ from tests.support.whatsapp import Patient, post_signed
 
 @pytest.fixture
 def scheduler_token(components) -> str:
-    return create_provider(components.repos.providers, "Cloud Scheduler", SCHEDULER).token
+    return create_provider(components.repos.providers, "Cloud Scheduler", Role.SCHEDULER).token
 
 
 def _post_expecting_failure(patient: Patient, message: dict) -> int:

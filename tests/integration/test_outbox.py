@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.accounts.providers import SCHEDULER, create_provider
+from service.accounts.providers import Role, create_provider
 from tests.support.stack import APP_SECRET
 from tests.support.whatsapp import Patient, body_text
 
@@ -12,7 +12,7 @@ from tests.support.whatsapp import Patient, body_text
 @pytest.fixture
 def scheduler_headers(components) -> dict[str, str]:
     """What the Cloud Scheduler job sends: a token of a scheduler account."""
-    token = create_provider(components.repos.providers, "Cloud Scheduler", SCHEDULER).token
+    token = create_provider(components.repos.providers, "Cloud Scheduler", Role.SCHEDULER).token
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -11,7 +11,13 @@ from service.conversation.flow.catalog import text
 from service.conversation.flow.engine import advance, invite
 from service.conversation.flow.questionnaire import load_questionnaire
 from service.domain.record import from_dict, reference_code
-from service.domain.turns import STATUSES, ConversationState, Inbound, Reply, Step
+from service.domain.turns import (
+    ConversationState,
+    ConversationStatus,
+    Inbound,
+    Reply,
+    Step,
+)
 
 QUESTIONNAIRE = load_questionnaire("1")
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -743,7 +749,7 @@ INBOUNDS = st.one_of(
 VALID_ANSWERS = summary_state().answers
 STATES = st.builds(
     ConversationState,
-    status=st.sampled_from([*STATUSES, "?"]),
+    status=st.sampled_from([*ConversationStatus, "?"]),
     step=st.sampled_from([None, "nowhere", *(q.id for q in QUESTIONNAIRE.questions)]),
     language=st.sampled_from([None, "en", "es", "fr"]),
     invalid_answers=st.integers(0, 50),
@@ -770,7 +776,10 @@ def test_any_message_in_any_state_gives_replies_within_whatsapp_limits(
 ) -> None:
     step = send(state, inbound)
     assert step.replies
-    assert step.state.status in (*STATUSES, "?")  # "?": a stored status this version lacks
+    assert step.state.status in (
+        *ConversationStatus,
+        "?",
+    )  # "?": a stored status this version lacks
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

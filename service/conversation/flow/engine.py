@@ -17,9 +17,17 @@ from service.conversation.flow.catalog import say
 from service.conversation.flow.prompts import choices_reply, question_reply
 from service.conversation.flow.questionnaire import Choice, Question, Questionnaire
 from service.domain.record import SCHEMA_VERSION, is_record_id, reference_code
-from service.domain.turns import Button, ConversationState, Effect, Inbound, Reply, Step
+from service.domain.turns import (
+    Button,
+    ConversationState,
+    ConversationStatus,
+    Effect,
+    Inbound,
+    Reply,
+    Step,
+)
 
-IN_FORM = frozenset({"in_progress", "confirming"})
+IN_FORM = frozenset({ConversationStatus.IN_PROGRESS, ConversationStatus.CONFIRMING})
 ERASE = "erase"
 _ERASE_YES = f"{ERASE}:yes"
 _ERASE_NO = f"{ERASE}:no"
@@ -77,7 +85,7 @@ def invite(questionnaire: Questionnaire, state: ConversationState | None) -> Con
         return state
     return replace(
         _cleared(state or ConversationState()),
-        status="invited",
+        status=ConversationStatus.INVITED,
         questionnaire_version=questionnaire.version,
         invalid_answers=0,
     )
@@ -91,7 +99,7 @@ def _reply_to_message(turn: _Turn) -> Step:
             return Step(turn.state, (turn.say("unsupported_message"),))
         return _answer(turn, question)
     record_ids = [record_id for record_id in turn.state.record_ids if is_record_id(record_id)]
-    if turn.state.status == "completed" and record_ids:
+    if turn.state.status == ConversationStatus.COMPLETED and record_ids:
         reference = reference_code(record_ids[-1])
         return Step(turn.state, (turn.say("already_completed", reference=reference),))
     return _start_form(turn)
@@ -189,7 +197,7 @@ def _go_to(
     state = replace(
         state,
         step=target.id,
-        status="confirming" if reviewing else "in_progress",
+        status=ConversationStatus.CONFIRMING if reviewing else ConversationStatus.IN_PROGRESS,
         history=history,
         returning_to_summary=editing,
     )
@@ -208,7 +216,7 @@ def _start_form(turn: _Turn) -> Step:
     questionnaire = turn.questionnaire
     state = replace(
         _cleared(turn.state),
-        status="in_progress",
+        status=ConversationStatus.IN_PROGRESS,
         step=questionnaire.first.id,
         questionnaire_version=questionnaire.version,
         draft_record_id=turn.new_record_id,
@@ -220,7 +228,7 @@ def _start_form(turn: _Turn) -> Step:
 
 
 def _opt_out(turn: _Turn, message: str) -> Step:
-    state = replace(_cleared(turn.state), status="opted_out")
+    state = replace(_cleared(turn.state), status=ConversationStatus.OPTED_OUT)
     return Step(state, (turn.say(message),))
 
 
@@ -268,7 +276,11 @@ def _submit(turn: _Turn) -> Step:
         "questionnaire_version": questionnaire.version,
         "schema_version": SCHEMA_VERSION,
     }
-    done = replace(_cleared(state), status="completed", record_ids=(*state.record_ids, record_id))
+    done = replace(
+        _cleared(state),
+        status=ConversationStatus.COMPLETED,
+        record_ids=(*state.record_ids, record_id),
+    )
     reply = turn.say("completed", reference=reference_code(record_id))
     return Step(done, (reply,), (Effect("archive", record=record),))
 
@@ -282,7 +294,8 @@ def _checked_answers(
     age limit may have been crossed since), and the archive must never receive an invalid
     record. A gap is the question to ask again and the reason, if the answer was refused.
     """
-    state, answers = turn.state, {}
+    state = turn.state
+    answers: dict[str, object] = {}
     for question in turn.questionnaire.questions:
         if question.stores == "language" and state.language is None:
             return answers, (question, None)
@@ -291,7 +304,7 @@ def _checked_answers(
         if question.stores != "answer":
             continue
         value = state.answers.get(question.id)
-        if not question.holds(value):
+        if value is None or not question.holds(value):
             return answers, (question, None)
         if question.choices:
             answers[question.id] = value

@@ -54,8 +54,9 @@ def _shown(question: Question, state: ConversationState, language: str) -> str:
     value = state.language if question.stores == "language" else state.answers.get(question.id)
     if value is None or not question.holds(value):
         return "-"
-    if question.choices:
-        return text(language, question.choice(value).title)
+    choice = question.choice(value) if question.choices else None
+    if choice is not None:
+        return text(language, choice.title)
     if question.type == "list":
         return ", ".join(value) or text(language, "summary_none")
     if question.type == "date":
