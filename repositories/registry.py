@@ -79,6 +79,7 @@ def build_repositories(
     storage_client = make_storage_client(config)
     bucket = storage_client.bucket(config.archive_bucket)
     keys = make_keys(bucket)
+    archive = ArchiveRepository(firestore_client, bucket, keys)
     return Repositories(
         firestore=firestore_client,
         storage=storage_client,
@@ -86,10 +87,10 @@ def build_repositories(
         providers=ProviderRepository(firestore_client),
         audit=AuditRepository(firestore_client),
         migrations=MigrationRepository(firestore_client),
-        archive=ArchiveRepository(firestore_client, bucket, keys),
+        archive=archive,
         exports=ExportRepository(firestore_client, bucket),
         conversations=ConversationRepository(
-            firestore_client, keys, Pseudonyms(config.pseudonym_key)
+            firestore_client, keys, Pseudonyms(config.pseudonym_key), index=archive
         ),
         rate_limits=RateLimitRepository(firestore_client),
     )

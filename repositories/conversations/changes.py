@@ -62,7 +62,7 @@ class ConversationChanges(ConversationStore):
             update = decide(stored)
             document = self._document(stored, update, message_id, now)
             claimed = claim_replies(document["outbox"], now, lease)
-            change = Change(document, replace=True, also_write=update.also_write)
+            change = Change(document, replace=True, archived=update.archived)
             return (update, self._claim_of(stored, claimed)), change
 
         return self._read_modify_write(lambda: self._locate(identity, identity), attempt)

@@ -4,11 +4,10 @@ rules on them that need no I/O: how replies are leased and how drops are counted
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from google.api_core.exceptions import (
     DeadlineExceeded,
@@ -17,6 +16,7 @@ from google.api_core.exceptions import (
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
+from repositories.archive import IndexEntry
 from repositories.clients import FirestoreCall
 from repositories.identities import CONVERSATIONS
 from service.domain.identity import PatientIdentity, is_bsuid, is_phone
@@ -69,9 +69,14 @@ class ConversationUpdate:
     draft: dict[str, Any] | None  # None deletes the draft
     replies: list[dict[str, Any]] = field(default_factory=list)
     drop_outbox: bool = False  # the patient stopped: nothing queued is sent any more
-    # Writes to other documents that must commit with this one (e.g. an archive index entry);
-    # each stages its write on the batch it is given.
-    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
+    # Records this change archives: their index entries commit with it, or not at all.
+    archived: list[IndexEntry] = field(default_factory=list)
+
+
+class IndexStager(Protocol):
+    """The archive's index, as a conversation commit needs it: staged on the same batch."""
+
+    def write_index_entry(self, batch: firestore.WriteBatch, entry: IndexEntry) -> None: ...
 
 
 class DropReason(StrEnum):
@@ -99,7 +104,7 @@ class Change:
 
     fields: dict[str, Any]
     replace: bool = False  # the whole document: fields not in `fields` are deleted
-    also_write: list[Callable[[firestore.WriteBatch], None]] = field(default_factory=list)
+    archived: list[IndexEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

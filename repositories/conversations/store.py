@@ -33,6 +33,7 @@ from repositories.conversations.model import (
     ConversationIntegrityError,
     ConversationUpdate,
     DropReason,
+    IndexStager,
     OutboxItem,
     StoredConversation,
     count_drops,
@@ -50,8 +51,15 @@ _Result = TypeVar("_Result")
 class ConversationStore:
     """Sealed conversation documents, found by pseudonym, changed by conditional commits."""
 
-    def __init__(self, client: firestore.Client, keys: KeyMaterial, pseudonyms: Pseudonyms) -> None:
+    def __init__(
+        self,
+        client: firestore.Client,
+        keys: KeyMaterial,
+        pseudonyms: Pseudonyms,
+        index: IndexStager,
+    ) -> None:
         self._client = client
+        self._index = index
         self._collection = client.collection(COLLECTION)
         self._keys = keys
         self._identities = IdentityResolver(client, pseudonyms, self._sealed_identity, CALL)
@@ -210,8 +218,8 @@ class ConversationStore:
             batch.update(snapshot.reference, fields, option=unchanged)
         if change.replace:
             self._identities.stage(batch, located, change.fields.get("updated_at"))
-        for write in change.also_write:
-            write(batch)
+        for entry in change.archived:
+            self._index.write_index_entry(batch, entry)
 
     def _document(
         self,

@@ -3,7 +3,6 @@ its effects (archive, erase); identity changes; failed deliveries."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -68,8 +67,6 @@ def handle_webhook(components: Components, batch: WebhookBatch) -> None:
 def handle_message(components: Components, message: InboundMessage) -> None:
     """Apply one patient message exactly once, then send what it queued."""
     repo = components.repos.conversations
-
-    archive = components.repos.archive
     stored_objects: dict[str, IndexEntry] = {}
 
     def decide(stored: StoredConversation) -> ConversationUpdate:
@@ -82,7 +79,7 @@ def handle_message(components: Components, message: InboundMessage) -> None:
             if entry is not None:
                 components.failpoints.hit("conversation.archive_stored")
                 stored_objects[entry.record_id] = entry
-                update.also_write.append(functools.partial(archive.write_index_entry, entry=entry))
+                update.archived.append(entry)
         update.fields["last_inbound_at"] = message.timestamp
         components.failpoints.hit("conversation.before_commit")
         return update
