@@ -1,17 +1,48 @@
-"""How a request reaches the components the app was built with (the shell puts them there)."""
+"""How a request reaches the components the app was built with (the shell puts them there),
+typed as what the HTTP layer may use: the use cases' ports, plus sign-in and readiness."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from flask import current_app
 
-if TYPE_CHECKING:
-    from service.shell.components import Components
+from repositories.providers import ProviderRepository
+from service.accounts.ratelimit import SharedFailureLimiter
+from service.archive.ports import ArchiveStores
+from service.conversation.ports import ConversationDeps, ConversationSettings
+from service.exports.ports import ExportDeps, ExportSettings, ExportStores
 
 EXTENSION_KEY = "intake"
 
 
-def current_components() -> Components:
+class AppStores(ArchiveStores, ExportStores, Protocol):
+    """Every store a request may lead to: the archive's, the exports' and the accounts'."""
+
+    @property
+    def providers(self) -> ProviderRepository: ...
+
+
+class AppSettings(ConversationSettings, ExportSettings, Protocol):
+    @property
+    def whatsapp_app_secret(self) -> str: ...
+    @property
+    def whatsapp_phone_number_id(self) -> str: ...
+    @property
+    def whatsapp_verify_token(self) -> str: ...
+
+
+class AppComponents(ConversationDeps, ExportDeps, Protocol):
+    @property
+    def repos(self) -> AppStores: ...
+    @property
+    def config(self) -> AppSettings: ...
+    @property
+    def auth_failures(self) -> SharedFailureLimiter: ...
+
+    def readiness(self) -> dict[str, str | None]: ...
+
+
+def current_components() -> AppComponents:
     """Return the components of the app handling the current request."""
-    return current_app.extensions[EXTENSION_KEY]
+    return cast("AppComponents", current_app.extensions[EXTENSION_KEY])

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from migrations.ports import MigrationDeps
 
 SCHEMA_VERSION = 1
 
 
-def apply(components: Components) -> None:
+def apply(components: MigrationDeps) -> None:
     migrations = components.repos.migrations
     current = migrations.schema_version()
     if current is None or current < SCHEMA_VERSION:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from migrations.ports import MigrationDeps
 
 logger = logging.getLogger(__name__)
 
 
-def apply(components: Components) -> None:
+def apply(components: MigrationDeps) -> None:
     conversations = components.repos.conversations
     moved = 0
     for phone in conversations.legacy_keys():

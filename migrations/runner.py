@@ -11,13 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import migrations
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from migrations.ports import MigrationDeps
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+$")
@@ -31,7 +27,7 @@ class MigrationError(Exception):
 class Migration:
     migration_id: str
     description: str
-    apply: Callable[[Components], None]
+    apply: Callable[[MigrationDeps], None]
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def discover(package: ModuleType = migrations) -> list[Migration]:
 
 
 def run_migrations(
-    components: Components, dry_run: bool = False, available: list[Migration] | None = None
+    components: MigrationDeps, dry_run: bool = False, available: list[Migration] | None = None
 ) -> MigrationReport:
     """Apply every pending migration in order; stop at the first failure."""
     repos = components.repos

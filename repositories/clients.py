@@ -11,6 +11,7 @@ from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, storage
+from google.cloud.storage import Bucket as Bucket  # re-exported: the shell hands one on
 from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException

@@ -6,22 +6,18 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
 
 from repositories.archive import IndexEntry, IndexStatus, RecordIntegrityError, SealReport
 from repositories.audit import AuditEvent
+from service.archive.ports import ArchiveDeps
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord
 from service.errors import GoneError, NotFoundError
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
-
 logger = logging.getLogger(__name__)
 
 
-def archive_record(components: Components, record: IntakeRecord) -> IndexEntry:
+def archive_record(components: ArchiveDeps, record: IntakeRecord) -> IndexEntry:
     """Encrypt and archive a completed record; safe to call again for the same record."""
     entry = components.repos.archive.archive(record)
     logger.info("record archived", extra={"record_id": entry.record_id, "key_id": entry.key_id})
@@ -29,7 +25,7 @@ def archive_record(components: Components, record: IntakeRecord) -> IndexEntry:
 
 
 def erase_record(
-    components: Components,
+    components: ArchiveDeps,
     record_id: str,
     actor: str,
     reason: str = "request",
@@ -74,7 +70,7 @@ def erase_record(
     return entry
 
 
-def _identity_of(components: Components, record_id: str) -> PatientIdentity | None:
+def _identity_of(components: ArchiveDeps, record_id: str) -> PatientIdentity | None:
     """Who the record belongs to, read before it is erased (None once it is gone)."""
     try:
         record = components.repos.archive.read(record_id)
@@ -83,7 +79,7 @@ def _identity_of(components: Components, record_id: str) -> PatientIdentity | No
     return PatientIdentity(phone=record.wa_id, bsuid=record.bsuid)
 
 
-def _purge_exports_holding(components: Components, entry: IndexEntry, now: datetime) -> list[str]:
+def _purge_exports_holding(components: ArchiveDeps, entry: IndexEntry, now: datetime) -> list[str]:
     """Delete every live export zip that may hold the record (its date range includes the
     record's day; when it was built is not compared, as Meta's timestamps and our clock may
     disagree by seconds). Return their ids."""
@@ -107,7 +103,7 @@ class RebuildReport:
     restored: int
 
 
-def rebuild_index(components: Components) -> RebuildReport:
+def rebuild_index(components: ArchiveDeps) -> RebuildReport:
     """Recreate index entries missing for archived objects (after a lost index)."""
     archive = components.repos.archive
     conversations = components.repos.conversations
@@ -137,7 +133,7 @@ class ReencryptReport:
     primary_key_id: int
 
 
-def reencrypt_records(components: Components, limit: int | None = None) -> ReencryptReport:
+def reencrypt_records(components: ArchiveDeps, limit: int | None = None) -> ReencryptReport:
     """Re-encrypt active records still under an older key; resumable (progress is the index)."""
     archive = components.repos.archive
     primary = components.keys.keyring().primary_key_id
@@ -162,7 +158,7 @@ def reencrypt_records(components: Components, limit: int | None = None) -> Reenc
 
 
 def seal_days(
-    components: Components, day: date | None = None, before: date | None = None
+    components: ArchiveDeps, day: date | None = None, before: date | None = None
 ) -> list[SealReport]:
     """Seal `day`, or every complete UTC day before `before` (default: today) that has no
     current batch, so exports read each such day in a few large requests. Run daily."""

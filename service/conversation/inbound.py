@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repositories.archive import IndexEntry
 from repositories.conversations import (
@@ -18,6 +18,7 @@ from service.archive.records import erase_record
 from service.conversation.flow.engine import ERASE, advance
 from service.conversation.flow.questionnaire import load_questionnaire
 from service.conversation.outbox import lease_of, send_claimed
+from service.conversation.ports import ConversationDeps
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord, new_record_id
@@ -34,14 +35,10 @@ from service.whatsapp.webhook import (
     WebhookBatch,
 )
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
-
 logger = logging.getLogger(__name__)
 
 
-def handle_webhook(components: Components, batch: WebhookBatch) -> None:
+def handle_webhook(components: ConversationDeps, batch: WebhookBatch) -> None:
     """Process every message, identity change and status of a verified webhook payload."""
     for change in batch.identity_changes:
         handle_identity_change(components, change)
@@ -64,7 +61,7 @@ def handle_webhook(components: Components, batch: WebhookBatch) -> None:
         )
 
 
-def handle_message(components: Components, message: InboundMessage) -> None:
+def handle_message(components: ConversationDeps, message: InboundMessage) -> None:
     """Apply one patient message exactly once, then send what it queued."""
     repo = components.repos.conversations
     stored_objects: dict[str, IndexEntry] = {}
@@ -101,7 +98,7 @@ def handle_message(components: Components, message: InboundMessage) -> None:
     send_claimed(components, claim)
 
 
-def handle_identity_change(components: Components, change: IdentityChange) -> None:
+def handle_identity_change(components: ConversationDeps, change: IdentityChange) -> None:
     """Follow a patient's new number or BSUID, so their form and replies follow them."""
     key = components.repos.conversations.relink(
         change.previous, change.current, change.message_id, datetime.now(UTC)
@@ -133,7 +130,7 @@ def _update_for(step: Step) -> ConversationUpdate:
 
 
 def _discard_lost_records(
-    components: Components, stored: dict[str, IndexEntry], update: ConversationUpdate | None
+    components: ConversationDeps, stored: dict[str, IndexEntry], update: ConversationUpdate | None
 ) -> None:
     """Delete objects written by an attempt whose conditional commit did not go through.
 
@@ -148,7 +145,7 @@ def _discard_lost_records(
 
 
 def _apply_effect(
-    components: Components, identity: PatientIdentity, effect: Effect
+    components: ConversationDeps, identity: PatientIdentity, effect: Effect
 ) -> IndexEntry | None:
     """Store an archive object (its index entry commits with the conversation) or erase.
 
@@ -189,7 +186,7 @@ def _record(identity: PatientIdentity, fields: Mapping[str, Any]) -> IntakeRecor
     )
 
 
-def handle_status(components: Components, status: StatusUpdate) -> None:
+def handle_status(components: ConversationDeps, status: StatusUpdate) -> None:
     """Keep failed deliveries visible to support staff; the others need no storage."""
     if status.status == DeliveryStatus.FAILED:
         key = components.repos.conversations.record_failed_status(

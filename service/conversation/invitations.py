@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import phonenumbers
 
@@ -14,6 +13,7 @@ from repositories.conversations import (
 )
 from service.conversation.flow.engine import invite
 from service.conversation.flow.questionnaire import load_questionnaire
+from service.conversation.ports import ConversationDeps
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.turns import ConversationStatus
@@ -23,14 +23,10 @@ from service.whatsapp.graph import (
     template_payload,
 )
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
-
 logger = logging.getLogger(__name__)
 
 
-def start_conversation(components: Components, to: object, provider_id: str) -> str:
+def start_conversation(components: ConversationDeps, to: object, provider_id: str) -> str:
     """Send the start template to a patient and record the invitation; return the phone
     number (E.164 digits). A patient who already wrote with this number keeps their
     conversation, whichever identifier it is filed under."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from repositories.conversations import (
     Claim,
@@ -14,6 +13,7 @@ from repositories.conversations import (
     OutboxItem,
     SendResult,
 )
+from service.conversation.ports import ConversationDeps
 from service.domain.identity import PatientIdentity
 from service.whatsapp.graph import (
     GraphError,
@@ -22,10 +22,6 @@ from service.whatsapp.graph import (
     addressed,
     template_payload,
 )
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +41,7 @@ ROUND_BUDGET = timedelta(seconds=60)
 SERVICE_WINDOW = timedelta(hours=24)
 
 
-def lease_of(components: Components) -> timedelta:
+def lease_of(components: ConversationDeps) -> timedelta:
     return timedelta(seconds=components.config.outbox_lease_seconds)
 
 
@@ -55,7 +51,7 @@ class FlushReport:
     failed: int = 0
 
 
-def flush_outbox(components: Components, key: str) -> FlushReport:
+def flush_outbox(components: ConversationDeps, key: str) -> FlushReport:
     """Lease one conversation's queued replies and send them."""
     claim = components.repos.conversations.claim_outbox(
         key, datetime.now(UTC), lease_of(components)
@@ -63,7 +59,7 @@ def flush_outbox(components: Components, key: str) -> FlushReport:
     return send_claimed(components, claim)
 
 
-def send_claimed(components: Components, claim: Claim) -> FlushReport:
+def send_claimed(components: ConversationDeps, claim: Claim) -> FlushReport:
     """Send leased replies in order; stop at the first that cannot go now.
 
     Each reply the Graph API took (or that is dropped) is settled at once, in its own write:
@@ -114,7 +110,7 @@ def send_claimed(components: Components, claim: Claim) -> FlushReport:
 
 
 def _send_one(
-    components: Components,
+    components: ConversationDeps,
     identity: PatientIdentity,
     item: OutboxItem,
     reengaged: list[bool],
@@ -155,7 +151,7 @@ def _send_one(
         )
 
 
-def _reengage(components: Components, identity: PatientIdentity) -> None:
+def _reengage(components: ConversationDeps, identity: PatientIdentity) -> None:
     """Outside the 24-hour window only a template may go: invite the patient back once."""
     try:
         components.graph.send(template_payload(identity, components.config.whatsapp_start_template))
@@ -163,7 +159,7 @@ def _reengage(components: Components, identity: PatientIdentity) -> None:
         logger.warning("re-engagement template failed", extra={"graph_code": error.code})
 
 
-def flush_all_outboxes(components: Components) -> FlushReport:
+def flush_all_outboxes(components: ConversationDeps) -> FlushReport:
     """Retry every conversation with queued replies (Cloud Scheduler calls this)."""
     sent = failed = 0
     for key in components.repos.conversations.with_pending_outbox():

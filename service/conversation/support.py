@@ -4,8 +4,9 @@ or what they answered."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from service.conversation.ports import ConversationDeps
 from service.domain.identity import PatientIdentity, parse_lookup
 from service.errors import InvalidInputError, NotFoundError
 
@@ -26,16 +27,13 @@ SUPPORT_FIELDS = (
     "record_id",
 )
 
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
 
 def support_fields(stored: dict[str, Any]) -> dict[str, Any]:
     """Return the plain fields of a stored conversation, JSON-ready; never a sealed one."""
     return {name: _plain(stored.get(name)) for name in SUPPORT_FIELDS}
 
 
-def find_conversation(components: Components, who: str | PatientIdentity) -> dict[str, Any]:
+def find_conversation(components: ConversationDeps, who: str | PatientIdentity) -> dict[str, Any]:
     """Find a patient's conversation by phone number or BSUID; return its document id (the
     pseudonym shown in the Firestore console) and its plain fields."""
     try:

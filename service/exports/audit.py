@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repositories.audit import AuditEvent
 from service.accounts.ratelimit import RequestOrigin
 from service.errors import (
     ServiceError,
 )
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from service.exports.ports import ExportDeps
 
 EXPORT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def audit_export_event(
-    components: Components,
+    components: ExportDeps,
     action: str,
     outcome: str,
     actor: str | None,

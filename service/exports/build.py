@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyzipper
 
@@ -28,10 +28,7 @@ from service.errors import (
 from service.exports.audit import audit_export_event
 from service.exports.formats import write_csv, write_xlsx
 from service.exports.links import sign_download_token
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from service.exports.ports import ExportDeps
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +109,7 @@ def _midnight(day: date) -> datetime:
 
 
 def create_export(
-    components: Components,
+    components: ExportDeps,
     provider_id: str,
     format_value: str | None,
     from_value: str | None = None,
@@ -153,7 +150,7 @@ def create_export(
 
 
 def _create(
-    components: Components,
+    components: ExportDeps,
     provider_id: str,
     export_id: str,
     file_format: ExportFormat,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
@@ -21,10 +21,7 @@ from service.errors import (
     ServiceError,
 )
 from service.exports.audit import EXPORT_ID, audit_export_event
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from service.exports.ports import ExportDeps
 
 DOWNLOAD_SALT = "export-download"
 
@@ -91,7 +88,7 @@ def read_download_token(
 
 
 def open_download(
-    components: Components,
+    components: ExportDeps,
     export_id: str,
     token: str | None,
     origin: RequestOrigin | None = None,
@@ -128,7 +125,7 @@ _LINK_FAILURES = (PermissionDeniedError, GoneError, NotFoundError)
 
 
 def open_limited_download(
-    components: Components, export_id: str, token: str | None, origin: RequestOrigin
+    components: ExportDeps, export_id: str, token: str | None, origin: RequestOrigin
 ) -> ExportDownload:
     """Open a download like `open_download`, counting failed links per address.
 
@@ -157,7 +154,7 @@ def open_limited_download(
     return open_download(components, export_id, token, origin)
 
 
-def _signed_for(components: Components, export_id: str, token: str | None) -> bool:
+def _signed_for(components: ExportDeps, export_id: str, token: str | None) -> bool:
     """Tell whether the token is ours, unexpired and names this export (no I/O)."""
     config = components.config
     try:
@@ -170,7 +167,7 @@ def _signed_for(components: Components, export_id: str, token: str | None) -> bo
 
 
 def _authorise_download(
-    components: Components,
+    components: ExportDeps,
     export_id: str,
     token: str | None,
     now: datetime | None,

@@ -5,15 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from repositories.exports import ExportStatus
 from service.accounts.ratelimit import RequestOrigin
 from service.exports.audit import EXPORT_ID, audit_export_event
-
-if TYPE_CHECKING:  # the wiring is the shell's; a use case only names its type
-    from service.shell.components import Components
-
+from service.exports.ports import ExportDeps
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +24,7 @@ class PurgeReport:
 
 
 def purge_exports(
-    components: Components,
+    components: ExportDeps,
     older_than: timedelta = PURGE_AFTER,
     now: datetime | None = None,
     actor: str = "operator:cli",

@@ -20,7 +20,7 @@ from service.shell.readiness import CachedProbe
 from service.whatsapp.graph import GraphClient
 
 if TYPE_CHECKING:
-    from google.cloud.storage import Bucket
+    from repositories.clients import Bucket
 
 # KMS is called once per process (and at rotation): a bounded wait keeps start-up and
 # readiness probes answering when KMS is down.

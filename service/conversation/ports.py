@@ -1,0 +1,29 @@
+"""What the conversation's use cases may reach: conversations and the archive, the Graph API,
+two settings and the test-only failpoints; and what erasing a record needs, since a patient
+may ask for it. Typed as protocols the shell's components satisfy, so no use case reaches a
+client it does not declare and the conversation never imports the shell."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from service.archive.ports import ArchiveDeps, ArchiveStores, Failpoint
+from service.whatsapp.graph import GraphClient
+
+
+class ConversationSettings(Protocol):
+    @property
+    def outbox_lease_seconds(self) -> int: ...
+    @property
+    def whatsapp_start_template(self) -> str: ...
+
+
+class ConversationDeps(ArchiveDeps, Protocol):
+    @property
+    def repos(self) -> ArchiveStores: ...
+    @property
+    def config(self) -> ConversationSettings: ...
+    @property
+    def graph(self) -> GraphClient: ...
+    @property
+    def failpoints(self) -> Failpoint: ...
