@@ -61,9 +61,6 @@ class IdentityResolver:
         self._stored_identity = stored_identity
         self._call = call
 
-    def key(self, identity: PatientIdentity) -> str:
-        return self._pseudonyms.key(identity.primary)
-
     def locate(
         self, lookup: PatientIdentity, target: PatientIdentity | None = None
     ) -> Located | None:
@@ -75,8 +72,10 @@ class IdentityResolver:
         that does not lead to the conversation yet.
         """
         keys = self._pseudonyms.keys(lookup)
-        references = [self._conversations.document(key) for key in keys]
-        references += [self._links.document(key) for key in keys]
+        # The new identifiers of a changed number or BSUID too: one round trip in every case.
+        wanted = list(dict.fromkeys(keys + (self._pseudonyms.keys(target) if target else [])))
+        references = [self._conversations.document(key) for key in wanted]
+        references += [self._links.document(key) for key in wanted]
         if lookup.phone:
             references.append(self._conversations.document(lookup.phone))  # before 0003
         snapshots = {

@@ -9,17 +9,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from google.api_core.exceptions import (
-    DeadlineExceeded,
-    ServiceUnavailable,
-)
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 
 from repositories.archive import IndexEntry
-from repositories.clients import FirestoreCall
+from repositories.clients import FIRESTORE_CALL
 from repositories.identities import CONVERSATIONS
-from service.domain.identity import PatientIdentity, is_bsuid, is_phone
+from service.domain.identity import PatientIdentity, parse_lookup
 from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -37,14 +32,9 @@ ATTEMPTS = 20
 # Racing processes settle within milliseconds; past this the webhook answers 503 (Meta retries)
 # rather than hold a worker thread.
 CONTENTION_BUDGET_SECONDS = 5.0
-# Each read and commit gives up within seconds when Firestore is unreachable (the library's
-# default retries for 60 s), so the webhook answers 503 and Meta retries.
-CALL_TIMEOUT_SECONDS = 5.0
-CALL_RETRY = Retry(
-    predicate=if_exception_type(ServiceUnavailable, DeadlineExceeded),
-    timeout=CALL_TIMEOUT_SECONDS,
-)
-CALL: FirestoreCall = {"retry": CALL_RETRY, "timeout": CALL_TIMEOUT_SECONDS}
+# Each read and commit gives up within seconds when Firestore is unreachable, so the webhook
+# answers 503 and Meta retries: the bound every Firestore call of ours has.
+CALL = FIRESTORE_CALL
 
 
 class ConversationIntegrityError(ServiceError):
@@ -127,13 +117,13 @@ class Claim:
 
 
 def identity_of(who: PatientIdentity | str) -> PatientIdentity | None:
+    """Read a phone number or BSUID as an identity; None for anything else (a key)."""
     if isinstance(who, PatientIdentity):
         return who
-    if is_phone(who):
-        return PatientIdentity(phone=who)
-    if is_bsuid(who):
-        return PatientIdentity(bsuid=who)
-    return None
+    try:
+        return parse_lookup(who)
+    except ValueError:
+        return None
 
 
 def merged(stored: PatientIdentity | None, newer: PatientIdentity) -> PatientIdentity:

@@ -129,8 +129,8 @@ class ConversationStore:
     def find(self, who: PatientIdentity | str) -> str | None:
         """Return the key of a patient's conversation (given an identity, a phone number's
         digits, a BSUID or a key), or None when they have none."""
-        located = self._located(who)
-        return located.key if located is not None and located.current.exists else None
+        found = self.document(who)
+        return found[0] if found else None
 
     def get(self, who: PatientIdentity | str) -> StoredConversation:
         located = self._located(who)
@@ -140,10 +140,15 @@ class ConversationStore:
 
     def raw(self, who: PatientIdentity | str) -> dict[str, Any] | None:
         """The document exactly as stored (what the Firestore console shows)."""
+        found = self.document(who)
+        return found[1] if found else None
+
+    def document(self, who: PatientIdentity | str) -> tuple[str, dict[str, Any]] | None:
+        """Return a patient's conversation key and its document as stored, in one lookup."""
         located = self._located(who)
         if located is None or not located.current.exists:
             return None
-        return located.current.to_dict()
+        return located.key, located.current.to_dict() or {}
 
     def _located(self, who: PatientIdentity | str) -> Located | None:
         identity = identity_of(who)

@@ -91,7 +91,7 @@ def handle_message(components: ConversationDeps, message: InboundMessage) -> Non
         extra={
             "conversation": claim.conversation[:12],
             "message_type": message.message_type,
-            "known_by": _known_by(message.identity),
+            "known_by": message.identity.known_by,
             "step": update.fields.get("step") if update else None,
         },
     )
@@ -107,11 +107,6 @@ def handle_identity_change(components: ConversationDeps, change: IdentityChange)
         "patient identity changed" if key else "identity change for an unknown patient",
         extra={"conversation": (key or "")[:12], "change": change.kind},
     )
-
-
-def _known_by(identity: PatientIdentity) -> str:
-    """Say how Meta identified a patient, without saying who: for logs and support."""
-    return "+".join(name for name in ("phone", "bsuid") if getattr(identity, name))
 
 
 def _update_for(step: Step) -> ConversationUpdate:

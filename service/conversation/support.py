@@ -40,11 +40,10 @@ def find_conversation(components: ConversationDeps, who: str | PatientIdentity) 
         identity = who if isinstance(who, PatientIdentity) else parse_lookup(who)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
-    conversations = components.repos.conversations
-    key = conversations.find(identity)
-    stored = conversations.raw(key) if key else None
-    if key is None or stored is None:
+    found = components.repos.conversations.document(identity)
+    if found is None:
         raise NotFoundError("no conversation for that patient")
+    key, stored = found
     return {"conversation": key, "fields": support_fields(stored)}
 
 

@@ -43,8 +43,12 @@ class PatientIdentity:
             raise ValueError("bsuid is not a business-scoped user id")
 
     def __repr__(self) -> str:  # never the identifiers: reprs end up in logs and tracebacks
-        known = [name for name in ("phone", "bsuid") if getattr(self, name)]
-        return f"PatientIdentity(<{' and '.join(known)}>)"
+        return f"PatientIdentity(<{self.known_by}>)"
+
+    @property
+    def known_by(self) -> str:
+        """Say how the patient is identified, without saying who: "phone+bsuid", say."""
+        return "+".join(name for name in ("phone", "bsuid") if getattr(self, name))
 
     @property
     def identifiers(self) -> list[str]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from service.domain.identity import PatientIdentity, is_bsuid, is_phone
+from service.domain.identity import PatientIdentity
 from service.domain.turns import Inbound
 from service.errors import InvalidInputError
 
@@ -200,13 +200,10 @@ def _parse_messages(value: dict, batch: WebhookBatch) -> None:
 
 def _identity(phone: Any, bsuid: Any) -> PatientIdentity | None:
     """Return who sent a message, or None when an identifier is malformed or none is given."""
-    if phone is not None and not is_phone(phone):
+    try:
+        return PatientIdentity(phone=phone, bsuid=bsuid)  # it refuses malformed identifiers
+    except ValueError:
         return None
-    if bsuid is not None and not is_bsuid(bsuid):
-        return None
-    if phone is None and bsuid is None:
-        return None
-    return PatientIdentity(phone=phone, bsuid=bsuid)
 
 
 def _parse_system(
