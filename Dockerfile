@@ -25,5 +25,6 @@ COPY --chown=root:root docs/openapi.yaml docs/openapi.yaml
 USER app
 
 EXPOSE 8080
-# Cloud Run sends SIGTERM and waits 10 s: gunicorn's graceful timeout stays below that.
-CMD exec gunicorn --bind "0.0.0.0:${PORT}" --workers "${WEB_CONCURRENCY}" --threads "${GUNICORN_THREADS}" --worker-class gthread --timeout 60 --graceful-timeout 8 --keep-alive 5 service.wsgi:app
+# Settings in service/shell/gunicorn_conf.py (PORT, WEB_CONCURRENCY, GUNICORN_THREADS; Cloud Run
+# sends SIGTERM and waits 10 s: gunicorn's graceful timeout and the sender's drain fit below it).
+CMD exec gunicorn -c python:service.shell.gunicorn_conf service.wsgi:app

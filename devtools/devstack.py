@@ -47,6 +47,10 @@ class StackError(RuntimeError):
     """An emulator is missing or did not start; the message says how to fix it."""
 
 
+# gunicorn's settings, shared by the container, `make run` and the tests.
+GUNICORN_CONF = "python:service.shell.gunicorn_conf"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -234,13 +238,23 @@ class LocalStack:
         self.stop()
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    # The app writes its own JSON access line, so gunicorn's access log stays off.
-    command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+# Ctrl-C: the sender gets 2 s to send what it holds, so `make run` is gone within a few
+# seconds (what is left stays queued in Firestore for the next start).
+QUICK_STOP_ENV = {"SENDER_DRAIN_SECONDS": "2", "GUNICORN_GRACEFUL_TIMEOUT": "3"}
+
+
+def development_server_command(port: int) -> list[str]:
+    """gunicorn as `make run` starts it: the container's settings, one worker (the simulator
+    keeps its chats in memory)."""
+    return [
+        sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", f"127.0.0.1:{port}",
         "--workers", "1", "--threads", "8", "service.wsgi:app",
     ]  # fmt: skip
-    return subprocess.Popen(command, env=env, cwd=ROOT)
+
+
+def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
+    command = development_server_command(port)
+    return subprocess.Popen(command, env={**QUICK_STOP_ENV, **env}, cwd=ROOT)
 
 
 def _wait_http(url: str, timeout: float) -> bool:

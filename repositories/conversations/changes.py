@@ -37,12 +37,14 @@ class ConversationChanges(ConversationStore):
         now: datetime,
         decide: Callable[[StoredConversation], ConversationUpdate],
         lease: timedelta,
+        holder: str | None = None,
     ) -> tuple[ConversationUpdate | None, Claim]:
         """Run decide() on the patient's current state and store its result, once per message.
 
         The same commit leases every sendable reply to the caller (so no second write is
-        needed to claim them), links any identifier the conversation did not know yet, and
-        moves a conversation written before migration 0003 to its pseudonym. Returns
+        needed to claim them; `holder` names the caller's sender, see claim_replies), links
+        any identifier the conversation did not know yet, and moves a conversation written
+        before migration 0003 to its pseudonym. Returns
         (None, claim) for a message already processed. decide() may run more than once when
         processes race, so whatever it does besides returning must be idempotent.
         """
@@ -56,14 +58,14 @@ class ConversationChanges(ConversationStore):
                 # A redelivery: Meta retries when we did not answer 200, e.g. a process died
                 # after the commit; replies it left queued (lease expired) go out now.
                 outbox = list(stored.fields.get("outbox", []))
-                claimed = claim_replies(outbox, now, lease)
-                result = (None, self._claim_of(stored, claimed))
-                return result, Change({"outbox": outbox}) if claimed else None
+                leased = claim_replies(outbox, now, lease, holder)
+                result = (None, self._claim_of(stored, leased))
+                return result, Change({"outbox": outbox}) if leased.items else None
             update = decide(stored)
             document = self._document(stored, update, message_id, now)
-            claimed = claim_replies(document["outbox"], now, lease)
+            leased = claim_replies(document["outbox"], now, lease, holder)
             change = Change(document, replace=True, archived=update.archived)
-            return (update, self._claim_of(stored, claimed)), change
+            return (update, self._claim_of(stored, leased)), change
 
         return self._read_modify_write(lambda: self._locate(identity, identity), attempt)
 

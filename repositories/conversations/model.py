@@ -114,6 +114,15 @@ class Claim:
     items: list[OutboxItem] = field(default_factory=list)
     # When the patient last wrote: free-form replies can be delivered for 24 h after it.
     last_inbound_at: datetime | None = None
+    # Until when `items` are leased to the caller (None when nothing was leased).
+    leased_until: datetime | None = None
+    # Replies left queued behind one leased by someone else (or by the caller earlier), and
+    # when that lease ends: whoever sends must look again then, or once the holder is done.
+    waiting: int = 0
+    blocked_until: datetime | None = None
+    # Replies passed over because they were leased to the same holder (see claim_replies):
+    # this claim may go only once the holder has settled them.
+    skipped: tuple[str, ...] = ()
 
 
 def identity_of(who: PatientIdentity | str) -> PatientIdentity | None:
@@ -130,21 +139,47 @@ def merged(stored: PatientIdentity | None, newer: PatientIdentity) -> PatientIde
     return newer if stored is None else stored.merged(newer)
 
 
+@dataclass(frozen=True)
+class Leased:
+    """What claim_replies leased, and what it left queued behind another lease."""
+
+    items: list[dict[str, Any]]
+    leased_until: datetime | None
+    waiting: int
+    blocked_until: datetime | None
+    skipped: tuple[str, ...] = ()
+
+
 def claim_replies(
-    outbox: list[dict[str, Any]], now: datetime, lease: timedelta
-) -> list[dict[str, Any]]:
-    """Lease the replies up to the first one leased by someone else (in place); return them.
+    outbox: list[dict[str, Any]], now: datetime, lease: timedelta, holder: str | None = None
+) -> Leased:
+    """Lease the replies up to the first one leased by someone else (in place).
 
     Replies go out in order: while an earlier reply is leased (another process is sending it,
-    or died holding it), the later ones wait for it rather than overtake it.
+    or died holding it), the later ones wait for it rather than overtake it. Replies already
+    leased to `holder` (this process's sender, which sends one conversation's claims in the
+    order it took them) are passed over, not waited for: the new ones queue behind them.
     """
-    claimed = []
+    claimed, skipped = [], []
+    blocked: dict[str, Any] | None = None
     for item in outbox:
         if item.get("claimed_until") and item["claimed_until"] > now:
-            break
+            if holder is None or item.get("claimed_by") != holder:
+                blocked = item
+                break
+            skipped.append(item["key"])
+            continue
         item["claimed_until"] = now + lease
+        item["claimed_by"] = holder
         claimed.append(item)
-    return claimed
+    waiting = len(outbox) - outbox.index(blocked) if blocked is not None else 0
+    return Leased(
+        claimed,
+        now + lease if claimed else None,
+        waiting,
+        blocked["claimed_until"] if blocked is not None else None,
+        tuple(skipped),
+    )
 
 
 def count_drops(

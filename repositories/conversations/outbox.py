@@ -28,24 +28,22 @@ from repositories.identities import Located
 class OutboxChanges(ConversationStore):
     """Lease and settle a conversation's queued replies."""
 
-    def claim_outbox(self, key: str, now: datetime, lease: timedelta) -> Claim:
-        """Lease the unsent replies so one process sends them while others skip them."""
+    def claim_outbox(
+        self, key: str, now: datetime, lease: timedelta, holder: str | None = None
+    ) -> Claim:
+        """Lease the unsent replies so one process sends them while others skip them
+        (`holder`: see claim_replies)."""
         reference = self._collection.document(key)
 
         def attempt(located: Located) -> tuple[Claim, Change | None]:
             if not located.snapshot.exists:
                 return Claim(key, None), None
-            outbox = (located.snapshot.to_dict() or {}).get("outbox", [])
-            claimed = claim_replies(outbox, now, lease)
-            change = Change({"outbox": outbox, "outbox_pending": len(outbox)})
             data = located.snapshot.to_dict() or {}
-            claim = Claim(
-                key,
-                self._sealed_identity(located.snapshot),
-                self._opened(key, claimed),
-                data.get("last_inbound_at"),
-            )
-            return claim, change if claimed else None
+            outbox = data.get("outbox", [])
+            leased = claim_replies(outbox, now, lease, holder)
+            change = Change({"outbox": outbox, "outbox_pending": len(outbox)})
+            claim = self._claim(key, self._sealed_identity(located.snapshot), leased, data)
+            return claim, change if leased.items else None
 
         return self._read_modify_write(lambda: Located(key, reference.get(**CALL)), attempt)
 
@@ -113,7 +111,9 @@ class OutboxChanges(ConversationStore):
                     count_drops(changes, 1, result.reason, now, data)
                 else:
                     tried = item.get("attempts", 0) + (1 if result.attempted else 0)
-                    outbox.append({**item, "claimed_until": None, "attempts": tried})
+                    outbox.append(
+                        {**item, "claimed_until": None, "claimed_by": None, "attempts": tried}
+                    )
             changes.update(
                 {"outbox": outbox, "outbox_pending": len(outbox), "sent": sent[-SENT_KEPT:]}
             )

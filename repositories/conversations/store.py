@@ -34,6 +34,7 @@ from repositories.conversations.model import (
     ConversationUpdate,
     DropReason,
     IndexStager,
+    Leased,
     OutboxItem,
     StoredConversation,
     count_drops,
@@ -172,9 +173,26 @@ class ConversationStore:
         assert located is not None  # with a target, locate() always names a place
         return located
 
-    def _claim_of(self, stored: StoredConversation, items: list[dict[str, Any]]) -> Claim:
-        last = stored.fields.get("last_inbound_at")
-        return Claim(stored.key, stored.identity, self._opened(stored.key, items), last)
+    def _claim_of(self, stored: StoredConversation, leased: Leased) -> Claim:
+        return self._claim(stored.key, stored.identity, leased, stored.fields)
+
+    def _claim(
+        self,
+        key: str,
+        identity: PatientIdentity | None,
+        leased: Leased,
+        fields: dict[str, Any],
+    ) -> Claim:
+        return Claim(
+            key,
+            identity,
+            self._opened(key, leased.items),
+            fields.get("last_inbound_at"),
+            leased.leased_until,
+            leased.waiting,
+            leased.blocked_until,
+            leased.skipped,
+        )
 
     def _read_modify_write(
         self,

@@ -17,7 +17,7 @@ from repositories.conversations import (
 from service.archive.records import erase_record
 from service.conversation.flow.engine import ERASE, advance
 from service.conversation.flow.questionnaire import load_questionnaire
-from service.conversation.outbox import lease_of, send_claimed
+from service.conversation.outbox import lease_of
 from service.conversation.ports import ConversationDeps
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
@@ -62,7 +62,7 @@ def handle_webhook(components: ConversationDeps, batch: WebhookBatch) -> None:
 
 
 def handle_message(components: ConversationDeps, message: InboundMessage) -> None:
-    """Apply one patient message exactly once, then send what it queued."""
+    """Apply one patient message exactly once; hand what it queued to the sender."""
     repo = components.repos.conversations
     stored_objects: dict[str, IndexEntry] = {}
 
@@ -82,7 +82,12 @@ def handle_message(components: ConversationDeps, message: InboundMessage) -> Non
         return update
 
     update, claim = repo.apply_inbound(
-        message.identity, message.message_id, datetime.now(UTC), decide, lease_of(components)
+        message.identity,
+        message.message_id,
+        datetime.now(UTC),
+        decide,
+        lease_of(components),
+        components.sender.holder,
     )
     components.failpoints.hit("conversation.after_commit")
     _discard_lost_records(components, stored_objects, update)
@@ -95,7 +100,8 @@ def handle_message(components: ConversationDeps, message: InboundMessage) -> Non
             "step": update.fields.get("step") if update else None,
         },
     )
-    send_claimed(components, claim)
+    # Meta's request is answered now: the Graph API's latency never reaches it.
+    components.sender.submit(claim)
 
 
 def handle_identity_change(components: ConversationDeps, change: IdentityChange) -> None:

@@ -49,6 +49,9 @@ def lease_of(components: ConversationDeps) -> timedelta:
 class FlushReport:
     sent: int = 0
     failed: int = 0
+    # What Meta asked for when it throttled the failed send (Retry-After, seconds).
+    retry_after: float | None = None
+    settled: tuple[str, ...] = ()  # the replies sent or dropped, by key
 
 
 def flush_outbox(components: ConversationDeps, key: str) -> FlushReport:
@@ -70,6 +73,8 @@ def send_claimed(components: ConversationDeps, claim: Claim) -> FlushReport:
     conversations = components.repos.conversations
     key, identity, items = claim.conversation, claim.identity, claim.items
     released: list[SendResult] = []
+    settled: list[str] = []
+    retry_after: float | None = None
     sent = failed = 0
     if not items:
         return FlushReport()
@@ -84,7 +89,9 @@ def send_claimed(components: ConversationDeps, claim: Claim) -> FlushReport:
         if datetime.now(UTC) - started > ROUND_BUDGET:
             released = [SendResult(later.key) for later in items[index:]]
             break
-        result = _send_one(components, identity, item, reengaged, claim.last_inbound_at)
+        result, retry_after = _send_one(
+            components, identity, item, reengaged, claim.last_inbound_at
+        )
         if result.wamid is not None:
             components.failpoints.hit("conversation.after_send")  # Meta has it; not recorded
         if result.drop:
@@ -99,6 +106,7 @@ def send_claimed(components: ConversationDeps, claim: Claim) -> FlushReport:
             )
         if result.wamid is not None or result.drop:
             conversations.settle_outbox(key, datetime.now(UTC), [item], [result])
+            settled.append(item.key)
             sent += 1 if result.wamid else 0
             continue
         failed = 1
@@ -106,7 +114,12 @@ def send_claimed(components: ConversationDeps, claim: Claim) -> FlushReport:
         released = [result, *(SendResult(later.key) for later in items[index + 1 :])]
         break
     conversations.settle_outbox(key, datetime.now(UTC), items, released)
-    return FlushReport(sent=sent, failed=failed)
+    return FlushReport(
+        sent=sent,
+        failed=failed,
+        retry_after=retry_after if failed else None,
+        settled=tuple(settled),
+    )
 
 
 def _send_one(
@@ -115,12 +128,12 @@ def _send_one(
     item: OutboxItem,
     reengaged: list[bool],
     last_inbound_at: datetime | None,
-) -> SendResult:
-
+) -> tuple[SendResult, float | None]:
+    """Send one reply; return what became of it and any Retry-After Meta answered with."""
     try:
         payload = addressed(item.payload, identity)
         wamid = components.graph.send(payload).wamid
-        return SendResult(item.key, wamid=wamid, attempted=True)
+        return SendResult(item.key, wamid=wamid, attempted=True), None
     except OutsideWindowError as error:
         if not reengaged[0]:  # one invitation back, however many replies were waiting
             _reengage(components, identity)
@@ -131,12 +144,12 @@ def _send_one(
             drop=True,
             attempted=True,
             reason=DropReason.OUTSIDE_WINDOW,
-        )
+        ), None
     except RejectedMessageError as error:
         logger.error("Graph API rejected a reply", extra={"graph_code": error.code})
         return SendResult(
             item.key, error_code=error.code, drop=True, attempted=True, reason=DropReason.REJECTED
-        )
+        ), None
     except GraphError as error:
         # Kept however often it failed, until Meta could no longer deliver it anyway.
         expired = last_inbound_at is not None and (
@@ -148,7 +161,7 @@ def _send_one(
             drop=expired,
             attempted=True,
             reason=DropReason.WINDOW_CLOSED if expired else None,
-        )
+        ), getattr(error, "retry_after", None)
 
 
 def _reengage(components: ConversationDeps, identity: PatientIdentity) -> None:
@@ -157,6 +170,14 @@ def _reengage(components: ConversationDeps, identity: PatientIdentity) -> None:
         components.graph.send(template_payload(identity, components.config.whatsapp_start_template))
     except GraphError as error:
         logger.warning("re-engagement template failed", extra={"graph_code": error.code})
+
+
+def release(components: ConversationDeps, claim: Claim) -> None:
+    """Give leased replies back unsent, so a later claim takes them again, in order."""
+    results = [SendResult(item.key) for item in claim.items]
+    components.repos.conversations.settle_outbox(
+        claim.conversation, datetime.now(UTC), claim.items, results
+    )
 
 
 def flush_all_outboxes(components: ConversationDeps) -> FlushReport:

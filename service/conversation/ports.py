@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from repositories.conversations import Claim
 from service.archive.ports import ArchiveDeps, ArchiveStores, Failpoint
 from service.whatsapp.graph import GraphClient
+
+
+class ReplyQueue(Protocol):
+    """Takes over replies a commit leased, to send them off the request (sender.py)."""
+
+    def submit(self, claim: Claim) -> bool: ...
+    @property
+    def holder(self) -> str: ...
 
 
 class ConversationSettings(Protocol):
@@ -27,3 +36,5 @@ class ConversationDeps(ArchiveDeps, Protocol):
     def graph(self) -> GraphClient: ...
     @property
     def failpoints(self) -> Failpoint: ...
+    @property
+    def sender(self) -> ReplyQueue: ...

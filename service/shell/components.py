@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
 from service.accounts.ratelimit import SharedFailureLimiter
+from service.conversation.sender import ReplySender
 from service.errors import ConfigError, KeysetMissingError
 from service.exports.slots import ExportSlots
 from service.keys.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
@@ -41,6 +42,12 @@ class Components:
     backend_readiness: CachedProbe
     export_slots: ExportSlots  # exports running in this process, in all and per account
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
+    # Sends queued replies off the webhook's request; its threads start on first use in each
+    # process (gunicorn forks workers after the app is built).
+    sender: ReplySender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sender = build_sender(self)
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers.
@@ -76,6 +83,12 @@ def build_components(config: Config) -> Components:
         export_slots=build_export_slots(config),
         failpoints=Failpoints(config.failpoints),
     )
+
+
+def build_sender(components: Components) -> ReplySender:
+    """Return this process's sender of queued replies."""
+    config = components.config
+    return ReplySender(components, config.sender_threads, config.sender_drain_seconds)
 
 
 def build_backend_readiness(

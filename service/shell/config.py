@@ -16,6 +16,9 @@ DEFAULT_GRAPH_API_URL = "https://graph.facebook.com/v21.0"
 DEFAULT_TINK_KEYSET = "keys/intake-keyset.json"
 DEFAULT_LINK_TTL_SECONDS = 900
 DEFAULT_OUTBOX_LEASE_SECONDS = 180
+# Each send waits ~0.1-0.5 s on the Graph API: 16 threads carry ~50 replies/s per process.
+DEFAULT_SENDER_THREADS = 16
+DEFAULT_SENDER_DRAIN_SECONDS = 5
 # Exports running at once in one process (gunicorn worker), unless EXPORT_CONCURRENCY says
 # otherwise; never as many as its threads (see `exports_per_process`). Each export holds a
 # request thread and, for XLSX, memory for its sheet, so the default is small.
@@ -71,6 +74,8 @@ _ENV_NAMES = {
     "pseudonym_key": "PSEUDONYM_KEY",
     "export_link_ttl_seconds": "EXPORT_LINK_TTL_SECONDS",
     "outbox_lease_seconds": "OUTBOX_LEASE_SECONDS",
+    "sender_threads": "SENDER_THREADS",
+    "sender_drain_seconds": "SENDER_DRAIN_SECONDS",
     "export_concurrency": "EXPORT_CONCURRENCY",
     "export_concurrency_per_account": "EXPORT_CONCURRENCY_PER_ACCOUNT",
     "gunicorn_threads": "GUNICORN_THREADS",
@@ -82,6 +87,8 @@ _WHOLE_NUMBER_RANGES = {
     "export_link_ttl_seconds": (60, 7 * 24 * 3600, "seconds"),
     "outbox_lease_seconds": (1, 3600, "seconds"),
     "trusted_proxy_hops": (0, 5, "proxies"),
+    # Cloud Run gives a stopping instance 10 s after SIGTERM; gunicorn's graceful timeout is 8.
+    "sender_drain_seconds": (0, 8, "seconds"),
 }
 # Cloud Run sets K_SERVICE in every container it runs; nothing else here does.
 CLOUD_RUN_MARKER = "K_SERVICE"
@@ -92,6 +99,7 @@ _COUNT_RANGES = {
     "export_concurrency": (1, 64),
     "export_concurrency_per_account": (1, 64),
     "gunicorn_threads": (1, 1000),
+    "sender_threads": (1, 256),
 }
 
 
@@ -121,6 +129,10 @@ class Config:
     pseudonym_key: str = DEV_SECRETS["pseudonym_key"]
     export_link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     outbox_lease_seconds: int = DEFAULT_OUTBOX_LEASE_SECONDS
+    # Threads per process that send queued replies off the webhook's request, and how long a
+    # stopping process goes on sending (see service/conversation/sender.py).
+    sender_threads: int = DEFAULT_SENDER_THREADS
+    sender_drain_seconds: int = DEFAULT_SENDER_DRAIN_SECONDS
     export_concurrency: int | None = None  # None: see exports_per_process
     export_concurrency_per_account: int = DEFAULT_EXPORT_CONCURRENCY_PER_ACCOUNT
     gunicorn_threads: int | None = None  # the Dockerfile passes it to gunicorn as --threads

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from devtools.devstack import LocalStack
 from service.accounts import providers as provider_service
+from service.conversation.sender import ReplySender
 from service.shell.app import create_app
 from service.shell.components import (
     Components,
@@ -59,7 +60,19 @@ def config(stack: LocalStack, fake_kms: FakeKms, fake_graph: FakeGraphApi) -> Co
 def components(config: Config) -> Components:
     built = build_components(config)
     built.repos.ensure_bucket()
+    built.sender = sender_without_retries(built)
     return built
+
+
+def sender_without_retries(components: Components) -> ReplySender:
+    """The app's sender without its own retries of a failed round.
+
+    Tests of the outbox check what the flush task and a patient's next message recover; a
+    retry of the sender's own, a second later, would race them. tests/integration/
+    test_sender.py checks those retries with a sender of its own.
+    """
+    config = components.config
+    return ReplySender(components, config.sender_threads, 1.0, retry_delays=())
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +94,9 @@ def reset_data(
 
     def reset() -> None:
         fake_graph.reset()
+        # Nothing an earlier test left to the sender (a poll of a lease) reaches this one.
+        components.sender.stop(5.0)
+        components.sender = sender_without_retries(components)
         # Fresh per-process fronts; their shared counts go with the Firestore data below.
         components.auth_failures = build_failure_limiter(
             components.config, components.repos, "auth"

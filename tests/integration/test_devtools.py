@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -450,6 +451,19 @@ def messages(base: str, wa_id: str = PATIENT_WA_ID, after: int = 0) -> dict[str,
     return answer.json()
 
 
+def bot_replies(
+    base: str, wa_id: str = PATIENT_WA_ID, after: int = 0, within: float = 10.0
+) -> list[dict[str, Any]]:
+    """The chat's entries after `after`, once the bot's reply is among them (the webhook
+    answers before its sender has sent the reply, as the page's own polling expects)."""
+    deadline = time.monotonic() + within
+    while True:
+        shown = messages(base, wa_id, after=after)["messages"]
+        if shown or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.05)
+
+
 def test_a_message_from_the_page_reaches_the_webhook_signed_and_the_reply_comes_back(
     server, components
 ):
@@ -458,7 +472,7 @@ def test_a_message_from_the_page_reaches_the_webhook_signed_and_the_reply_comes_
     sent = send(base, text="hello")
 
     assert (sent["direction"], sent["text"], sent["webhook_status"]) == ("patient", "hello", 200)
-    shown = messages(base, after=sent["seq"])["messages"]
+    shown = bot_replies(base, after=sent["seq"])
     assert [entry["direction"] for entry in shown] == ["bot"] * len(shown) and shown
     assert [button["title"] for button in shown[-1]["buttons"]] == ["English", "Español"]
     assert components.repos.conversations.raw(PATIENT_WA_ID)["step"] == "language"
@@ -483,6 +497,7 @@ def test_delivered_and_read_go_through_the_webhook_and_never_move_back(server):
     base, log_path = server
     wa_id = "34611222333"
     send(base, wa_id, text="hello")
+    assert bot_replies(base, wa_id)
     wamids = list(messages(base, wa_id)["statuses"])
 
     def post(status: str) -> dict[str, Any]:
@@ -507,9 +522,15 @@ def test_the_support_view_shows_where_the_patient_is_but_never_the_answers(serve
     send(base, wa_id, reply={"type": "button_reply", "id": "consent:yes", "title": "Yes"})
     for answer in ("Maria Fernanda Lopez", "03/02/1980", "f", "Calle Falsa 123, 28013 Madrid"):
         send(base, wa_id, text=answer)
-    send(base, wa_id, text="Type 2 diabetes")
+    sent = send(base, wa_id, text="Type 2 diabetes")
+    assert bot_replies(base, wa_id, after=sent["seq"])
 
-    view = requests.get(f"{base}/dev/chat/conversation?wa_id={wa_id}", timeout=10).json()
+    deadline = time.monotonic() + 10
+    while True:  # the reply shows once sent; it is settled in Firestore a moment later
+        view = requests.get(f"{base}/dev/chat/conversation?wa_id={wa_id}", timeout=10).json()
+        if view["fields"]["outbox_pending"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     assert view["exists"] is True
     assert set(view["fields"]) == set(SUPPORT_FIELDS)
@@ -538,9 +559,10 @@ def test_a_patient_who_hides_their_number_is_answered_by_bsuid_in_their_own_chat
     patient = SimulatedPatient(HIDDEN_WA_ID, hides_number=True)
 
     sent = send(base, HIDDEN_WA_ID, text="hello", hide_number=True)
-    shown = messages(base, HIDDEN_WA_ID, after=sent["seq"])["messages"]
-    send(base, HIDDEN_WA_ID, reply={"type": "button_reply", "id": "language:en", "title": "x"},
-         hide_number=True)  # fmt: skip
+    shown = bot_replies(base, HIDDEN_WA_ID, after=sent["seq"])
+    tapped = send(base, HIDDEN_WA_ID, reply={"type": "button_reply", "id": "language:en",
+                  "title": "x"}, hide_number=True)  # fmt: skip
+    assert bot_replies(base, HIDDEN_WA_ID, after=tapped["seq"])
 
     assert sent["webhook_status"] == 200
     assert [button["title"] for button in shown[-1]["buttons"]] == ["English", "Español"]

@@ -19,6 +19,7 @@ from service.shell.failpoints import Failpoints
 from service.whatsapp.webhook import sign
 from tests.support.records import make_record
 from tests.support.servers import gunicorn
+from tests.support.whatsapp import wait_for_replies
 
 POINT = "export.building"
 
@@ -179,5 +180,5 @@ def test_the_webhook_answers_while_exports_hold_every_slot_of_a_gunicorn_worker(
         )
         assert webhook.status_code == 200
         assert not any(future.done() for future in held), "the exports ended first"
-        assert len(fake_graph.messages_to(wa_id)) == 1  # the patient got the bot's answer
+        assert len(wait_for_replies(fake_graph, wa_id, 1)) == 1  # the patient got the answer
         assert [future.result().status_code for future in held] == [200, 200]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -26,7 +27,7 @@ from service.whatsapp.webhook import sign
 from tests.support.fakes.kms import FakeKms, handler_for
 from tests.support.servers import PRODUCTION_APP, eventually_ready, gunicorn
 from tests.support.stack import APP_SECRET
-from tests.support.whatsapp import Patient, post_signed
+from tests.support.whatsapp import Patient, post_signed, wait_for_replies
 
 
 @pytest.fixture
@@ -146,8 +147,9 @@ NAME, CONFIRM = 4, 10  # positions in FORM, counted from 1 as the failpoints cou
 class RemotePatient:
     """A patient whose messages Meta posts, signed, to a gunicorn server."""
 
-    def __init__(self, base: str, graph, wa_id: str) -> None:
+    def __init__(self, base: str, graph, wa_id: str, components) -> None:
         self.base, self.graph, self.wa_id = base, graph, wa_id
+        self.components = components
         clock = int(time.time())
         self.messages = [
             payloads.text_message(value, timestamp=clock + index)
@@ -156,9 +158,14 @@ class RemotePatient:
             for index, (kind, value) in enumerate(FORM, start=1)
         ]
 
-    def deliver(self, position: int, client: FlaskClient | None = None) -> int | None:
+    def deliver(
+        self, position: int, client: FlaskClient | None = None, settled: bool = True
+    ) -> int | None:
         """Post FORM's message at `position` (from 1) to the server, or to an in-process
-        client; return the status, or None when the worker died under the request."""
+        client; return the status, or None when the worker died under the request.
+
+        The server answers before it sends; with `settled`, wait (up to 10 s) until its
+        replies were sent and recorded, as a patient reads the question before answering."""
         self.graph.customer_wrote(self.wa_id)
         message = self.messages[position - 1]
         envelope = payloads.envelope([payloads.message_value(self.wa_id, message)])
@@ -167,10 +174,22 @@ class RemotePatient:
         raw = payloads.encode(envelope)
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, raw)}
         try:
-            return requests.post(f"{self.base}/webhook", data=raw, headers=headers,
-                                 timeout=30).status_code  # fmt: skip
+            status = requests.post(f"{self.base}/webhook", data=raw, headers=headers,
+                                   timeout=30).status_code  # fmt: skip
         except requests.ConnectionError:
             return None
+        if settled and status == 200:
+            self.wait_until(lambda stored: stored.get("outbox_pending") == 0)
+        return status
+
+    def wait_until(self, condition, within: float = 10.0) -> dict:
+        """Wait until the stored conversation meets `condition`; return it."""
+        deadline = time.monotonic() + within
+        while True:
+            stored = self.components.repos.conversations.raw(self.wa_id) or {}
+            if condition(stored) or time.monotonic() > deadline:
+                return stored
+            time.sleep(0.02)
 
     def replies(self) -> list[dict]:
         return [message["body"] for message in self.graph.messages_to(self.wa_id)]
@@ -215,6 +234,14 @@ def _wait_for_a_fresh_worker(base: str) -> None:
     raise AssertionError("gunicorn did not replace the killed worker within 30 s")
 
 
+def _wait_for_the_kill(log: Path) -> None:
+    """Wait until gunicorn's master saw its worker die of the failpoint's SIGKILL."""
+    deadline = time.monotonic() + 10
+    while "SIGKILL" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the failpoint did not kill the worker"
+        time.sleep(0.05)
+
+
 def _flush_outbox(base: str, scheduler_token: str) -> requests.Response:
     """Call the flush task on the server, as the Cloud Scheduler job does."""
     return requests.post(
@@ -254,7 +281,7 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
     nth = 1 if point == "conversation.archive_stored" else position  # it is reached at Confirm only
     faulty = config.replace(failpoints=f"{point}:kill@{nth}", outbox_lease_seconds=LEASE_SECONDS)
     with gunicorn(faulty, tmp_path / "gunicorn.log", workers=1) as base:
-        patient = RemotePatient(base, fake_graph, "34612345678")
+        patient = RemotePatient(base, fake_graph, "34612345678", components)
         for earlier in range(1, position):
             assert patient.deliver(earlier) == 200
         before = len(patient.replies())
@@ -279,12 +306,13 @@ def test_a_worker_killed_mid_message_is_recovered_by_redelivery_with_every_reply
             assert len(patient.replies()) == before
             _wait_for_a_fresh_worker(base)
             time.sleep(max(0.0, leased_until - time.monotonic()) + 0.2)
-            # ...and once it runs out, the flush task or the next redelivery sends them.
+            # ...and once it runs out, they go: the process that took the redelivery looks
+            # again when the lease ends, and the flush task or the next redelivery would too.
             if position == CONFIRM:
                 assert patient.deliver(position) == 200
             else:  # Cloud Scheduler's job
-                flushed = _flush_outbox(base, scheduler_token)
-                assert flushed.status_code == 200 and flushed.json()["sent"] >= 1
+                assert _flush_outbox(base, scheduler_token).status_code == 200
+            wait_for_replies(fake_graph, patient.wa_id, before + 1)
         else:
             _wait_for_a_fresh_worker(base)
             # The fresh worker would reach a kill@1 failpoint again: that one goes elsewhere.
@@ -315,14 +343,19 @@ def test_a_worker_killed_between_a_send_and_its_settle_repeats_that_one_reply_on
         failpoints=f"conversation.after_send:kill@{nth}", outbox_lease_seconds=LEASE_SECONDS
     )
     with gunicorn(faulty, tmp_path / "gunicorn.log", workers=1) as base:
-        patient = RemotePatient(base, fake_graph, "34612345678")
+        patient = RemotePatient(base, fake_graph, "34612345678", components)
         for earlier in range(1, position):
             assert patient.deliver(earlier) == 200
-        fake_graph.fail_next(1, status=429, code=130429, retry_after=60)  # too long to wait
-        assert patient.deliver(position) == 200
-        assert components.repos.conversations.raw(patient.wa_id)["outbox_pending"] == 1
-        assert patient.deliver(position + 1) is None  # killed after the round's second send
-        assert len(patient.replies()) == position + 1  # Meta took both replies of the round
+        # Throttled with a Retry-After of a minute: the sender waits that long to retry, so
+        # the reply is still queued when the patient writes again.
+        fake_graph.fail_next(1, status=429, code=130429, retry_after=60)
+        assert patient.deliver(position, settled=False) == 200
+        stored = patient.wait_until(lambda stored: stored["outbox"][0].get("attempts") == 1)
+        assert stored["outbox_pending"] == 1
+        # Answered at once; the sender is killed after the round's second send.
+        assert patient.deliver(position + 1, settled=False) == 200
+        assert len(wait_for_replies(fake_graph, patient.wa_id, position + 1)) == position + 1
+        _wait_for_the_kill(tmp_path / "gunicorn.log")
         _wait_for_a_fresh_worker(base)
         time.sleep(LEASE_SECONDS + 0.2)
         flushed = _flush_outbox(base, scheduler_token)
@@ -349,17 +382,22 @@ def test_replies_queued_behind_a_dead_workers_lease_wait_for_it_and_keep_their_o
         failpoints=f"conversation.after_commit:kill@{position}", outbox_lease_seconds=LEASE_SECONDS
     )
     with gunicorn(faulty, tmp_path / "gunicorn.log", workers=1) as base:
-        patient = RemotePatient(base, fake_graph, "34612345678")
+        patient = RemotePatient(base, fake_graph, "34612345678", components)
         for earlier in range(1, position):
             assert patient.deliver(earlier) == 200
         before = len(patient.replies())
         assert patient.deliver(position) is None  # committed, not sent
+        leased_until = time.monotonic() + LEASE_SECONDS
         assert patient.deliver(position + 1, client) == 200  # the patient writes on
+        time.sleep(0.5)
+        assert time.monotonic() < leased_until, "the test was too slow to see the lease"
         assert len(patient.replies()) == before  # held behind the leased reply
-        time.sleep(LEASE_SECONDS + 0.2)
+        time.sleep(max(0.0, leased_until - time.monotonic()) + 0.2)
         _wait_for_a_fresh_worker(base)
-        flushed = _flush_outbox(base, scheduler_token)
-        assert flushed.status_code == 200 and flushed.json()["sent"] == 2
+        # The process that took the next message looks again when the lease ends; the
+        # flush task would send them too. Either way: both, once each, in order.
+        assert _flush_outbox(base, scheduler_token).status_code == 200
+        wait_for_replies(fake_graph, patient.wa_id, before + 2)
     for later in range(position + 2, len(FORM) + 1):
         assert patient.deliver(later, client) == 200
     record_ids = components.repos.conversations.raw(patient.wa_id)["record_ids"]

@@ -14,6 +14,7 @@ from devtools import payloads
 from service.whatsapp.webhook import sign
 from tests.support.servers import gunicorn
 from tests.support.stack import APP_SECRET
+from tests.support.whatsapp import wait_until_sent
 
 PHI = ["Maria Fernanda Lopez", "03/02/1980", "Calle Falsa 123", "28013 Madrid",
        "Type 2 diabetes", "Metformin 500mg", "34612345678", "1980-02-03"]  # fmt: skip
@@ -68,6 +69,7 @@ def test_one_message_delivered_to_two_processes_at_once_is_applied_and_answered_
     for attempt in range(5):
         answer = "Maria Lopez" if attempt == 0 else "back"
         message = patient.message("text", answer)
+        wait_until_sent(components.repos.conversations, patient.wa_id)
         before = len(fake_graph.messages_to(patient.wa_id))
         barrier = threading.Barrier(len(bases))
         statuses: list[int] = []
@@ -82,8 +84,8 @@ def test_one_message_delivered_to_two_processes_at_once_is_applied_and_answered_
         for thread in threads:
             thread.join()
         assert statuses == [200, 200]
+        stored = wait_until_sent(components.repos.conversations, patient.wa_id)
         replies = fake_graph.messages_to(patient.wa_id)[before:]
-        stored = components.repos.conversations.raw(patient.wa_id)
         assert stored["processed_ids"].count(message["id"]) == 1
         assert stored["outbox_pending"] == 0
         # Each reply this message queued went out exactly once: as many sends as queued keys.

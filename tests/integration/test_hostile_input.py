@@ -23,7 +23,7 @@ from devtools.devstack import ROOT
 from service.shell.app import MAX_BODY_BYTES
 from service.whatsapp.webhook import sign
 from tests.support.servers import gunicorn
-from tests.support.whatsapp import Patient
+from tests.support.whatsapp import Patient, sender_of
 
 WEBHOOK = "/getIncomingMessages"
 WA_ID = "34612345678"
@@ -35,9 +35,12 @@ def secret(components) -> str:
 
 
 def post_raw(client, raw: bytes, secret: str | None, content_type: str | None = "application/json"):
-    """POST exact bytes to the webhook, signed over those bytes when a secret is given."""
+    """POST exact bytes to the webhook, signed over those bytes when a secret is given; return
+    once the replies it queued were sent."""
     headers = {"X-Hub-Signature-256": sign(secret, raw)} if secret else {}
-    return client.post(WEBHOOK, data=raw, content_type=content_type, headers=headers)
+    response = client.post(WEBHOOK, data=raw, content_type=content_type, headers=headers)
+    assert sender_of(client).wait_idle(30)
+    return response
 
 
 def conversations(components) -> dict[str, dict]:

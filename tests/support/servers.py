@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from devtools.devstack import ROOT, free_port
+from devtools.devstack import GUNICORN_CONF, ROOT, free_port
 from service.shell.app import create_app
 from service.shell.config import Config
 
@@ -47,7 +47,7 @@ def gunicorn(
     argv = (
         ["/bin/sh", "-c", command]
         if command
-        else [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+        else [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", f"127.0.0.1:{port}",
               "--workers", str(workers), "--threads", str(threads), app]
     )  # fmt: skip
     with open(log_path, "ab") as log:

@@ -8,19 +8,33 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from blueprints.context import EXTENSION_KEY
 from devtools import payloads
+from service.conversation.sender import ReplySender
 from service.whatsapp.webhook import sign
 from tests.support.fakes.graph import FakeGraphApi
 
 
 def post_signed(client: FlaskClient, secret: str, payload: dict | bytes, path: str = "/webhook"):
+    """Post a signed webhook delivery; return once the replies it queued were sent.
+
+    The webhook answers before its replies are sent (the app's sender sends them on its own
+    threads); tests read what the patient received, so they wait for the sender to be idle.
+    """
     raw = payload if isinstance(payload, bytes) else payloads.encode(payload)
-    return client.post(
+    response = client.post(
         path,
         data=raw,
         content_type="application/json",
         headers={"X-Hub-Signature-256": sign(secret, raw)},
     )
+    assert sender_of(client).wait_idle(30), "the sender did not finish within 30 s"
+    return response
+
+
+def sender_of(client: FlaskClient) -> ReplySender:
+    """The sender of the app behind a test client."""
+    return client.application.extensions[EXTENSION_KEY].sender
 
 
 @dataclass
@@ -110,3 +124,33 @@ def row_ids(reply: dict) -> list[str]:
         for section in reply["interactive"]["action"]["sections"]
         for row in section["rows"]
     ]
+
+
+def wait_for_replies(
+    graph: FakeGraphApi, wa_id: str | None, count: int, user_id: str | None = None, within=10.0
+) -> list[dict]:
+    """Wait until the Graph API has taken `count` messages to a patient; return them all.
+
+    A server answers the webhook before it sends the replies: tests of a gunicorn server
+    wait for what a patient would see arrive, and fail when it does not within `within` s.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        messages = graph.messages_to(wa_id, user_id)
+        if len(messages) >= count or time.monotonic() > deadline:
+            assert len(messages) >= count, f"{len(messages)} of {count} replies within {within} s"
+            return messages
+        time.sleep(0.02)
+
+
+def wait_until_sent(conversations, who: str, within: float = 10.0) -> dict:
+    """Wait until a patient's conversation has no reply left to send; return its document.
+
+    A gunicorn server answers the webhook before its sender has sent the replies.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        stored = conversations.raw(who) or {}
+        if stored.get("outbox_pending") == 0 or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.02)

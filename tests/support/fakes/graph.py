@@ -25,6 +25,7 @@ Meta reports 130429, 131047 and 131056 sometimes synchronously and sometimes onl
 from __future__ import annotations
 
 import json
+import random
 import re
 import secrets
 import sys
@@ -103,6 +104,7 @@ class FakeGraphApi:
         approved_templates: Iterable[str] = (),
         version: str = "v21.0",
         clock: Callable[[], float] = time.time,
+        latency_seconds: float = 0.0,
     ) -> None:
         if throughput_per_second < 1 or pair_burst < 1 or pair_interval_seconds <= 0:
             raise ValueError("limits must be positive")
@@ -114,6 +116,7 @@ class FakeGraphApi:
         self.enforce_service_window = enforce_service_window
         self.version = version
         self._clock = clock
+        self.latency_seconds = latency_seconds
         # Approvals are configuration, like the token: reset() keeps them.
         self._templates: dict[str, set[str]] = {
             name: {_ANY_LANGUAGE} for name in approved_templates
@@ -211,6 +214,15 @@ class FakeGraphApi:
         with self._lock:
             self._faults.extend([_Fault(status, code, retry_after)] * n)
 
+    def set_latency(self, seconds: float) -> None:
+        """Answer every request after about `seconds` (+-20 %), as Meta does over the internet.
+
+        Meta's send endpoint takes a few hundred milliseconds from Europe or the Americas,
+        more at busy times; the request is processed (and a message accepted) all the same.
+        """
+        with self._lock:
+            self.latency_seconds = seconds
+
     def delay_next(self, n: int, seconds: float) -> None:
         """Hold the answer to the next n requests; they are still processed, as on a timeout."""
         with self._lock:
@@ -220,7 +232,8 @@ class FakeGraphApi:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """Return accepted messages: {"wamid", "to", "wa_id", "body", "at"}, oldest first;
+        """Return accepted messages: {"wamid", "to", "wa_id", "body", "at", "answered_at"},
+        oldest first (`at` when the request came, `answered_at` when it was answered);
         `to` and `wa_id` are None for a message sent to a BSUID (`recipient`)."""
         with self._lock:
             return list(self._messages)
@@ -248,12 +261,16 @@ class FakeGraphApi:
         with self._lock:
             now = self._clock()
             delay = self._delays.popleft() if self._delays else 0.0
+            if self.latency_seconds:
+                delay += self.latency_seconds * random.uniform(0.8, 1.2)
             body = _parse_json(raw)
             try:
                 reply = self._answer(method, path, headers, body, now)
             except _GraphError as error:
                 reply = _Reply(error.status, error.body, error.headers)
             reply.delay = delay
+            if reply.status == 200 and self._messages:
+                self._messages[-1]["answered_at"] = now + delay
             self._requests.append(
                 {
                     "method": method,
