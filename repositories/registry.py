@@ -13,6 +13,7 @@ from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
 from repositories.clients import StoreSettings, make_firestore_client, make_storage_client
 from repositories.conversations import ConversationRepository
+from repositories.export_jobs import ExportJobRepository
 from repositories.exports import ExportRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
@@ -35,6 +36,7 @@ class Repositories:
     migrations: MigrationRepository
     archive: ArchiveRepository
     exports: ExportRepository
+    export_jobs: ExportJobRepository
     conversations: ConversationRepository
     rate_limits: RateLimitRepository
 
@@ -89,6 +91,7 @@ def build_repositories(
         migrations=MigrationRepository(firestore_client),
         archive=archive,
         exports=ExportRepository(firestore_client, bucket),
+        export_jobs=ExportJobRepository(firestore_client),
         conversations=ConversationRepository(
             firestore_client, keys, Pseudonyms(config.pseudonym_key), index=archive
         ),

@@ -8,6 +8,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import firestore
@@ -32,6 +33,7 @@ from repositories.batches import (
     day_id,
 )
 from repositories.clients import (
+    FIRESTORE_CALL,
     STORAGE_CALL,
     STORAGE_ERRORS,
     translated,
@@ -86,6 +88,18 @@ class ArchiveReads(ArchiveObjects):
                 yield from page
         finally:
             stop.set()
+
+    def count_indexed(self, start: datetime | None = None, end: datetime | None = None) -> int:
+        """How many records the index holds in [start, end), erased ones included: one
+        aggregation query, not a read of each entry (an export's expected size)."""
+        query: Any = self._index
+        if start is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_at", ">=", start))
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_at", "<", end))
+        with translated("Firestore"):
+            result = query.count().get(**FIRESTORE_CALL)
+        return int(result[0][0].value)
 
     def _index_pages(
         self, start: datetime | None, end: datetime | None

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -156,6 +156,7 @@ def _create(
     file_format: ExportFormat,
     filters: ExportFilters,
     now: datetime | None,
+    progress: Callable[[int], None] | None = None,
 ) -> CreatedExport:
     components.failpoints.hit("export.building")
     began = time.perf_counter()
@@ -165,7 +166,9 @@ def _create(
     read = ReadStats()
     records = components.repos.archive.iter_records(filters.start, filters.end, stats=read)
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        count, seconds = _build_zip(Path(folder), file_format, records, password, created_at)
+        count, seconds = _build_zip(
+            Path(folder), file_format, records, password, created_at, progress
+        )
         uploading = time.perf_counter()
         object_name, size = components.repos.exports.store_zip(
             export_id, Path(folder) / "export.zip"
@@ -203,6 +206,7 @@ def _build_zip(
     records: Iterator[IntakeRecord],
     password: str,
     created_at: datetime,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """Write the file into an AES-256 zip at folder/export.zip; return the count and timings.
 
@@ -210,7 +214,7 @@ def _build_zip(
     must finish first) goes through a temporary file. Either way only the current rows are in
     memory, and the cleartext never leaves this process's temporary folder.
     """
-    timed = _TimedRecords(records)
+    timed = _TimedRecords(records, progress)
     began = time.perf_counter()
     zipping = 0.0
     with pyzipper.AESZipFile(
@@ -242,13 +246,18 @@ def _build_zip(
 
 
 class _TimedRecords:
-    """Iterate records while adding up the time spent waiting for the next one."""
+    """Iterate records while adding up the time spent waiting for the next one, and tell
+    `progress` how many were handed out so far."""
 
-    def __init__(self, records: Iterator[IntakeRecord]) -> None:
+    def __init__(
+        self, records: Iterator[IntakeRecord], progress: Callable[[int], None] | None = None
+    ) -> None:
         self._records = records
+        self._progress = progress
         self.waited = 0.0
 
     def __iter__(self) -> Iterator[IntakeRecord]:
+        handed = 0
         try:
             while True:
                 began = time.perf_counter()
@@ -259,6 +268,9 @@ class _TimedRecords:
                 finally:
                     self.waited += time.perf_counter() - began
                 yield record
+                handed += 1
+                if self._progress is not None:
+                    self._progress(handed)
         finally:
             close = getattr(self._records, "close", None)
             if close is not None:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from repositories.archive import ArchiveRepository
 from repositories.audit import AuditRepository
+from repositories.export_jobs import ExportJobRepository
 from repositories.exports import ExportRepository
 from repositories.providers import ProviderRepository
 from service.accounts.ratelimit import SharedFailureLimiter
@@ -23,6 +24,8 @@ class ExportStores(Protocol):
     def audit(self) -> AuditRepository: ...
     @property
     def exports(self) -> ExportRepository: ...
+    @property
+    def export_jobs(self) -> ExportJobRepository: ...
     @property
     def providers(self) -> ProviderRepository: ...
 

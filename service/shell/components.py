@@ -12,6 +12,7 @@ from repositories.registry import Repositories, build_repositories
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.conversation.sender import ReplySender
 from service.errors import ConfigError, KeysetMissingError
+from service.exports.jobs import ExportJobRunner
 from service.exports.slots import ExportSlots
 from service.keys.crypto import CleartextCodec, FileKeysetStore, KeyMaterial, KmsWrappedCodec
 from service.keys.kms import KmsAead, make_kms_client
@@ -45,9 +46,12 @@ class Components:
     # Sends queued replies off the webhook's request; its threads start on first use in each
     # process (gunicorn forks workers after the app is built).
     sender: ReplySender = field(init=False)
+    # Builds the export jobs the portal queues, off the request (one at a time per process).
+    export_runner: ExportJobRunner = field(init=False)
 
     def __post_init__(self) -> None:
         self.sender = build_sender(self)
+        self.export_runner = ExportJobRunner(self)
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers.
@@ -70,7 +74,10 @@ def build_components(config: Config) -> Components:
         raise ConfigError(["INTAKE_FAILPOINTS must not be set in production"])
     repos = build_repositories(config, lambda bucket: build_key_material(config, bucket))
     graph = GraphClient(
-        config.graph_api_url, config.whatsapp_phone_number_id, config.meta_access_token
+        config.graph_api_url,
+        config.whatsapp_phone_number_id,
+        config.meta_access_token,
+        connections=config.sender_threads + (config.gunicorn_threads or 8),
     )
     return Components(
         config=config,

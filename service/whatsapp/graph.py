@@ -153,11 +153,15 @@ def template_payload(
 class GraphClient:
     """Send messages through the Graph API with retries for temporary failures."""
 
-    def __init__(self, base_url: str, phone_number_id: str, access_token: str) -> None:
+    def __init__(
+        self, base_url: str, phone_number_id: str, access_token: str, connections: int = 32
+    ) -> None:
         self._url = f"{base_url.rstrip('/')}/{phone_number_id}/messages"
         self._token = access_token
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        # One kept-alive connection per thread that may send at once (the sender's threads
+        # and requests sending invitations): beyond the pool, connections are not reused.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._lock = threading.Lock()

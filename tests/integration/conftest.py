@@ -71,8 +71,7 @@ def sender_without_retries(components: Components) -> ReplySender:
     retry of the sender's own, a second later, would race them. tests/integration/
     test_sender.py checks those retries with a sender of its own.
     """
-    config = components.config
-    return ReplySender(components, config.sender_threads, 1.0, retry_delays=())
+    return ReplySender(components, 8, 1.0, retry_delays=())
 
 
 @pytest.fixture(scope="session")
