@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
+from service.accounts.iap import IapVerifier
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.errors import ConfigError, KeysetMissingError
 from service.exports.slots import ExportSlots
@@ -41,6 +42,8 @@ class Components:
     backend_readiness: CachedProbe
     export_slots: ExportSlots  # exports running in this process, in all and per account
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
+    # The portal's check of IAP's signed header; None when the portal is not behind IAP.
+    iap: IapVerifier | None = None
 
     def readiness(self) -> dict[str, str | None]:
         """Return each dependency's problem, or None where it answers.
@@ -75,6 +78,7 @@ def build_components(config: Config) -> Components:
         backend_readiness=build_backend_readiness(repos),
         export_slots=build_export_slots(config),
         failpoints=Failpoints(config.failpoints),
+        iap=IapVerifier(config.iap_audience, config.iap_certs_url) if config.iap_audience else None,
     )
 
 
