@@ -7,7 +7,10 @@ from typing import Protocol, cast
 
 from flask import current_app
 
+from repositories.insights import InsightsRepository
 from repositories.providers import ProviderRepository
+from repositories.signins import SignInRepository
+from service.accounts.iap import IapVerifier
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.archive.ports import ArchiveStores
 from service.conversation.ports import ConversationDeps, ConversationSettings
@@ -17,10 +20,15 @@ EXTENSION_KEY = "intake"
 
 
 class AppStores(ArchiveStores, ExportStores, Protocol):
-    """Every store a request may lead to: the archive's, the exports' and the accounts'."""
+    """Every store a request may lead to: the archive's, the exports', the accounts' and
+    what the portal reads."""
 
     @property
     def providers(self) -> ProviderRepository: ...
+    @property
+    def signins(self) -> SignInRepository: ...
+    @property
+    def insights(self) -> InsightsRepository: ...
 
 
 class AppSettings(ConversationSettings, ExportSettings, Protocol):
@@ -30,6 +38,14 @@ class AppSettings(ConversationSettings, ExportSettings, Protocol):
     def whatsapp_phone_number_id(self) -> str: ...
     @property
     def whatsapp_verify_token(self) -> str: ...
+    @property
+    def portal_idle_seconds(self) -> int: ...
+    @property
+    def portal_session_seconds(self) -> int: ...
+    @property
+    def is_production(self) -> bool: ...
+
+    def secret_status(self) -> list[tuple[str, str]]: ...
 
 
 class AppComponents(ConversationDeps, ExportDeps, Protocol):
@@ -39,6 +55,8 @@ class AppComponents(ConversationDeps, ExportDeps, Protocol):
     def config(self) -> AppSettings: ...
     @property
     def auth_failures(self) -> SharedFailureLimiter: ...
+    @property
+    def iap(self) -> IapVerifier | None: ...
 
     def readiness(self) -> dict[str, str | None]: ...
 

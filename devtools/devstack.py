@@ -270,6 +270,9 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+DEV_ADMIN_EMAIL = "admin@clinic.example"
+
+
 def run_development_server(port: int = 8080) -> int:
     """`make run`: start the stack and the service, print what a newcomer needs, wait."""
     from service.shell.components import build_components
@@ -300,6 +303,7 @@ def run_development_server(port: int = 8080) -> int:
                 f"Simulator:      {base}/dev/chat",
                 f"Service:        {base}",
                 f"Readiness:      {base}/readyz",
+                f"Staff portal:   {base}/portal/sign-in#{lines.pop(0)} (admin, one-time link)",
             ]
             if config.graph_api_url != simulator_graph:
                 urls.append(
@@ -320,15 +324,24 @@ def run_development_server(port: int = 8080) -> int:
 
 
 def _prepare_development_data(components: Components) -> list[str]:
-    """Apply migrations and create a development provider; return lines to print."""
+    """Apply migrations, create a development provider and a portal administrator; return
+    the administrator's one-time sign-in secret, then lines to print."""
     from migrations.runner import run_migrations
-    from service.accounts.providers import create_provider
+    from service.accounts.providers import Role, create_provider
+    from service.accounts.signin import issue_login_link
     from service.domain.passwords import export_password, today_utc
 
     run_migrations(components)
     created = create_provider(components.repos.providers, "Development clinic")
+    admin = components.repos.providers.by_email(DEV_ADMIN_EMAIL) or (
+        create_provider(
+            components.repos.providers, "Development admin", Role.ADMIN, DEV_ADMIN_EMAIL
+        ).provider
+    )
+    link = issue_login_link(components, admin.provider_id, "devstack")
     daily = export_password(components.config.zip_password, today_utc())
     return [
+        link.secret,
         f"Provider token: {created.token}",
         f"Export password for {daily.valid_for.isoformat()} (UTC): {daily.password}",
     ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 
-from repositories.clients import FIRESTORE_CALL
+from repositories.clients import FIRESTORE_CALL, translated
 
 COLLECTION = "audit_events"
 
@@ -50,6 +51,23 @@ class AuditRepository:
             query = query.where(filter=firestore.FieldFilter("action", "==", action))
         events = [_event(snapshot.to_dict() or {}) for snapshot in query.stream()]
         return sorted(events, key=lambda event: event.at)
+
+    def newest(
+        self, start: datetime | None = None, end: datetime | None = None, limit: int = 1000
+    ) -> builtins.list[AuditEvent]:
+        """Events with start <= at < end, newest first, at most `limit` of them.
+
+        One field filtered and ordered: Firestore's single-field index serves it. The portal
+        filters who, what and outcome among these (a bounded scan; see docs/portal.md).
+        """
+        query = self._collection.order_by("at", direction=firestore.Query.DESCENDING)
+        if start is not None:
+            query = query.where(filter=firestore.FieldFilter("at", ">=", start))
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("at", "<", end))
+        with translated("Firestore"):
+            snapshots = list(query.limit(limit).stream(**FIRESTORE_CALL))
+        return [_event(snapshot.to_dict() or {}) for snapshot in snapshots]
 
 
 def _event(data: dict[str, Any]) -> AuditEvent:

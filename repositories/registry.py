@@ -15,9 +15,11 @@ from repositories.clients import StoreSettings, make_firestore_client, make_stor
 from repositories.conversations import ConversationRepository
 from repositories.export_jobs import ExportJobRepository
 from repositories.exports import ExportRepository
+from repositories.insights import InsightsRepository
 from repositories.migrations import MigrationRepository
 from repositories.providers import ProviderRepository
 from repositories.ratelimits import RateLimitRepository
+from repositories.signins import SignInRepository
 from service.domain.identity import Pseudonyms
 from service.keys.crypto import KeyMaterial
 
@@ -39,6 +41,8 @@ class Repositories:
     export_jobs: ExportJobRepository
     conversations: ConversationRepository
     rate_limits: RateLimitRepository
+    signins: SignInRepository
+    insights: InsightsRepository
 
     def firestore_ready(self) -> str | None:
         """Return None when Firestore answers, else a short reason."""
@@ -82,6 +86,9 @@ def build_repositories(
     bucket = storage_client.bucket(config.archive_bucket)
     keys = make_keys(bucket)
     archive = ArchiveRepository(firestore_client, bucket, keys)
+    conversations = ConversationRepository(
+        firestore_client, keys, Pseudonyms(config.pseudonym_key), index=archive
+    )
     return Repositories(
         firestore=firestore_client,
         storage=storage_client,
@@ -92,8 +99,8 @@ def build_repositories(
         archive=archive,
         exports=ExportRepository(firestore_client, bucket),
         export_jobs=ExportJobRepository(firestore_client),
-        conversations=ConversationRepository(
-            firestore_client, keys, Pseudonyms(config.pseudonym_key), index=archive
-        ),
+        conversations=conversations,
         rate_limits=RateLimitRepository(firestore_client),
+        signins=SignInRepository(firestore_client),
+        insights=InsightsRepository(firestore_client, conversations),
     )

@@ -121,6 +121,41 @@ class ArchiveReads(ArchiveObjects):
                 return
             last = snapshots[-1]
 
+    def index_page(
+        self,
+        limit: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after: str | None = None,
+    ) -> list[IndexEntry]:
+        """Index entries with start <= submitted_at < end, newest first, `limit` of them,
+        after the entry of record `after` (a page's cursor; unknown ids start at the top)."""
+        query = self._index.order_by("submitted_at", direction=firestore.Query.DESCENDING)
+        query = query.order_by("__name__", direction=firestore.Query.DESCENDING)
+        if start is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_at", ">=", start))
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_at", "<", end))
+        with translated("Firestore"):
+            if after is not None:
+                cursor = self._index.document(after).get()
+                if cursor.exists:
+                    query = query.start_after(cursor)
+            snapshots = list(query.limit(limit).stream())
+        return [entry_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
+
+    def fetch_records(self, entries: list[IndexEntry]) -> list[IntakeRecord | None]:
+        """Fetch and decrypt these records in parallel, in order; None for an erased one."""
+        active = [entry for entry in entries if entry.status == IndexStatus.ACTIVE]
+        fetched = dict(
+            zip(
+                (entry.record_id for entry in active),
+                in_order(self._fetch, active, self._fetch_workers, len(active) or 1),
+                strict=True,
+            )
+        )
+        return [fetched.get(entry.record_id) for entry in entries]
+
     def iter_records(
         self,
         start: datetime | None = None,

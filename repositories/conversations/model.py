@@ -15,6 +15,7 @@ from repositories.archive import IndexEntry
 from repositories.clients import FIRESTORE_CALL
 from repositories.identities import CONVERSATIONS
 from service.domain.identity import PatientIdentity, parse_lookup
+from service.domain.turns import ConversationStatus
 from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -193,3 +194,17 @@ def count_drops(
     before = fields.get("dropped_replies", (current or {}).get("dropped_replies", 0))
     fields["dropped_replies"] = before + count
     fields["last_drop"] = {"reason": reason, "at": now}
+
+
+_IN_FORM = (ConversationStatus.IN_PROGRESS, ConversationStatus.CONFIRMING)
+
+
+def stamp_progress(before: dict[str, Any], after: dict[str, Any], now: datetime) -> None:
+    """Stamp when a form starts and when it completes, for the portal's dashboard (plain
+    times, no answers): `form_started_at` when the status enters the form from outside it,
+    `completed_at` when it becomes completed."""
+    status, previous = after.get("status"), before.get("status")
+    if status in _IN_FORM and previous not in _IN_FORM:
+        after["form_started_at"] = now
+    if status == ConversationStatus.COMPLETED and previous != ConversationStatus.COMPLETED:
+        after["completed_at"] = now

@@ -39,6 +39,7 @@ from repositories.conversations.model import (
     StoredConversation,
     count_drops,
     identity_of,
+    stamp_progress,
 )
 from repositories.identities import IdentityResolver, Located, is_legacy_key
 from service.domain.identity import PatientIdentity, Pseudonyms
@@ -151,6 +152,10 @@ class ConversationStore:
             return None
         return located.key, located.current.to_dict() or {}
 
+    def identity_in(self, snapshot: firestore.DocumentSnapshot) -> PatientIdentity | None:
+        """Who a conversation document read elsewhere belongs to (the portal masks it)."""
+        return self._sealed_identity(snapshot)
+
     def _located(self, who: PatientIdentity | str) -> Located | None:
         identity = identity_of(who)
         with translated("Firestore"):
@@ -254,6 +259,7 @@ class ConversationStore:
         path = self._path(stored.key)
         fields = dict(stored.fields)
         fields.update(update.fields)
+        stamp_progress(stored.fields, fields, now)
         fields.setdefault("created_at", now)
         fields["updated_at"] = now
         if message_id is not None:

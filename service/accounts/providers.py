@@ -22,6 +22,9 @@ from service.errors import (
 
 _TOKEN_PREFIX = "ipt"
 _PROVIDER_ID = re.compile(r"[0-9a-f]{16}")
+# Deliberately plain: one @, a dot in the domain, no spaces or control characters. Whether the
+# address receives mail is not ours to check; IAP vouches for it in production.
+_EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 # Who may call what. People (admin, staff) use the provider endpoints; the Cloud Scheduler
 # account only starts tasks, so the token stored in its job cannot read a record. An admin may
@@ -41,10 +44,24 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def normalise_email(value: object) -> str:
+    """Return an email address in lower case, or raise 400 (the message never quotes it)."""
+    if not isinstance(value, str):
+        raise InvalidInputError("email must be an address like name@clinic.example")
+    email = value.strip().lower()
+    if len(email) > 254 or not _EMAIL.fullmatch(email):
+        raise InvalidInputError("email must be an address like name@clinic.example")
+    return email
+
+
 def create_provider(
-    providers: ProviderRepository, name: str, role: str = Role.STAFF
+    providers: ProviderRepository, name: str, role: str = Role.STAFF, email: str | None = None
 ) -> NewProvider:
-    """Create a provider account with a role and return it with its one-time token."""
+    """Create a provider account with a role and return it with its one-time token.
+
+    People (admin, staff) may have an email, the name the portal knows them by; the
+    scheduler never does, since it never signs in to the portal.
+    """
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise InvalidInputError("provider name must be 1 to 100 characters")
@@ -52,6 +69,10 @@ def create_provider(
         role = Role(role)
     except ValueError:
         raise InvalidInputError(f"role must be one of {', '.join(Role)}") from None
+    if email is not None:
+        email = normalise_email(email)
+        if role not in PEOPLE:
+            raise InvalidInputError("only admin and staff accounts have an email")
     provider_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     provider = Provider(
@@ -60,6 +81,7 @@ def create_provider(
         token_hash=_hash_secret(secret),
         created_at=datetime.now(UTC),
         role=role,
+        email=email,
     )
     providers.add(provider)
     return NewProvider(provider=provider, token=f"{_TOKEN_PREFIX}_{provider_id}_{secret}")
@@ -134,6 +156,12 @@ def _check_token(
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None, "missing"
+    return check_token(providers, token)
+
+
+def check_token(providers: ProviderRepository, token: str) -> tuple[Provider | None, str | None]:
+    """Return the account a token belongs to, or None and why not (missing, malformed,
+    unknown, revoked); the token itself is never returned or logged."""
     parts = token.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != _TOKEN_PREFIX or not _PROVIDER_ID.fullmatch(parts[1]):
         return None, "malformed"

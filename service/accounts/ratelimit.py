@@ -292,6 +292,29 @@ def _client_network(address: str | None) -> str:
     return str(parsed)
 
 
+def audit_request(
+    audit: AuditRepository,
+    action: str,
+    outcome: str,
+    actor: str | None,
+    origin: RequestOrigin | None,
+    details: dict[str, object],
+) -> None:
+    """Append one audit event about a request: who, what, the outcome, from where, now."""
+    origin = origin or RequestOrigin()
+    audit.append(
+        AuditEvent(
+            action=action,
+            outcome=outcome,
+            at=datetime.now(UTC),
+            actor=actor,
+            ip=origin.ip,
+            user_agent=origin.user_agent,
+            details=details,
+        )
+    )
+
+
 def audit_throttle(
     audit: AuditRepository,
     action: str,

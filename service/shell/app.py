@@ -130,11 +130,13 @@ def _register_blueprints(app: Flask, config: Config) -> None:
     from blueprints.exports import bp as exports_bp
     from blueprints.health import bp as health_bp
     from blueprints.messaging import bp as messaging_bp
+    from blueprints.portal import bp as portal_bp
 
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(messaging_bp)
     app.register_blueprint(exports_bp)
+    app.register_blueprint(portal_bp)
     if config.app_env in ("development", "test"):
         # The simulator page and its fake Graph API: never part of a production app.
         from devtools.blueprint import bp as devtools_bp

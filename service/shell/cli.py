@@ -14,7 +14,9 @@ from flask.cli import ScriptInfo
 
 from blueprints.context import EXTENSION_KEY
 from migrations.runner import MigrationError, run_migrations
+from service.accounts import people as people_service
 from service.accounts import providers as provider_service
+from service.accounts import signin as signin_service
 from service.archive import records as archive_service
 from service.conversation import support as support_service
 from service.domain.passwords import export_password, today_utc
@@ -303,3 +305,64 @@ def revoke_provider(ctx: click.Context, provider_id: str) -> None:
     """Revoke a provider's token at once."""
     provider_service.revoke_provider(_components(ctx).repos.providers, provider_id)
     click.echo(f"revoked: {provider_id}")
+
+
+@cli.group(cls=_OperatorGroup)
+def accounts() -> None:
+    """Manage people's portal accounts (admin, staff) and their sign-in links."""
+
+
+_PERSON_ROLES = [role.value for role in sorted(provider_service.PEOPLE)]
+
+
+@accounts.command("create")
+@click.argument("email")
+@click.option("--name", required=True, help="The name shown in the portal and audit log.")
+@click.option(
+    "--role", type=click.Choice(_PERSON_ROLES), default="staff", show_default=True,
+    help="admin: also manages accounts and reads the audit log; staff: everything else.",
+)  # fmt: skip
+@click.pass_context
+def create_account(ctx: click.Context, email: str, name: str, role: str) -> None:
+    """Create a person's account; then hand them a link from `accounts login-link`."""
+    components = _components(ctx)
+    created = people_service.create_person(
+        components.repos.providers, components.repos.audit, email, name, role, "operator:cli"
+    )
+    click.echo(f"provider_id: {created.provider.provider_id}")
+    click.echo(f"email: {created.provider.email}")
+    click.echo(f"role: {created.provider.role}")
+    click.echo(f"token: {created.token}")
+    click.echo("Store the API token now if they need one: it is shown only once.", err=True)
+
+
+@accounts.command("login-link")
+@click.argument("email")
+@click.option("--base-url", help="The portal's address (default: PORTAL_URL, or the local one).")
+@click.pass_context
+def login_link(ctx: click.Context, email: str, base_url: str | None) -> None:
+    """Print a one-time sign-in link for a person (valid for one hour, once)."""
+    components = _components(ctx)
+    account = components.repos.providers.by_email(provider_service.normalise_email(email))
+    if account is None:
+        raise click.ClickException("no account has this email")
+    issued = signin_service.issue_login_link(components, account.provider_id, "operator:cli")
+    base = (base_url or components.config.portal_url or "http://127.0.0.1:8080").rstrip("/")
+    click.echo(f"{base}/portal/sign-in#{issued.secret}")
+    click.echo(
+        f"for {account.name}; works once, until {issued.expires_at.isoformat()}: hand it over "
+        "yourself, in person or over a channel you trust",
+        err=True,
+    )
+
+
+@accounts.command("list")
+@click.pass_context
+def list_accounts(ctx: click.Context) -> None:
+    """List people's accounts (those with an email)."""
+    for person in provider_service.list_providers(_components(ctx).repos.providers):
+        if person.email:
+            status = "revoked" if person.revoked else "active"
+            click.echo(
+                f"{person.provider_id}  {status:7}  {person.role:5}  {person.email}  {person.name}"
+            )

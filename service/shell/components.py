@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from repositories.keysets import KeysetObjectStore
 from repositories.registry import Repositories, build_repositories
+from service.accounts.iap import IapVerifier
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.conversation.sender import ReplySender
 from service.errors import ConfigError, KeysetMissingError
@@ -43,6 +44,8 @@ class Components:
     backend_readiness: CachedProbe
     export_slots: ExportSlots  # exports running in this process, in all and per account
     failpoints: Failpoints = field(default_factory=Failpoints)  # armed only by fault tests
+    # The portal's check of IAP's signed header; None when the portal is not behind IAP.
+    iap: IapVerifier | None = None
     # Sends queued replies off the webhook's request; its threads start on first use in each
     # process (gunicorn forks workers after the app is built).
     sender: ReplySender = field(init=False)
@@ -89,6 +92,7 @@ def build_components(config: Config) -> Components:
         backend_readiness=build_backend_readiness(repos),
         export_slots=build_export_slots(config),
         failpoints=Failpoints(config.failpoints),
+        iap=IapVerifier(config.iap_audience, config.iap_certs_url) if config.iap_audience else None,
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.accounts.iap import DEFAULT_CERTS_URL
 from service.errors import ConfigError
 from service.shell.failpoints import spec_problems
 
@@ -21,6 +22,10 @@ DEFAULT_OUTBOX_LEASE_SECONDS = 180
 # worker takes most of an instance's traffic (gunicorn's workers share one socket unevenly).
 DEFAULT_SENDER_THREADS = 32
 DEFAULT_SENDER_DRAIN_SECONDS = 5
+# The portal's automatic logoff (HIPAA 164.312(a)(2)(iii)): idle, and however active.
+DEFAULT_PORTAL_IDLE_SECONDS = 15 * 60
+DEFAULT_PORTAL_SESSION_SECONDS = 12 * 3600
+DEFAULT_IAP_CERTS_URL = DEFAULT_CERTS_URL
 # Exports running at once in one process (gunicorn worker), unless EXPORT_CONCURRENCY says
 # otherwise; never as many as its threads (see `exports_per_process`). Each export holds a
 # request thread and, for XLSX, memory for its sheet, so the default is small.
@@ -83,6 +88,11 @@ _ENV_NAMES = {
     "gunicorn_threads": "GUNICORN_THREADS",
     "failpoints": "INTAKE_FAILPOINTS",
     "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
+    "iap_audience": "IAP_AUDIENCE",
+    "iap_certs_url": "IAP_CERTS_URL",
+    "portal_idle_seconds": "PORTAL_IDLE_SECONDS",
+    "portal_session_seconds": "PORTAL_SESSION_SECONDS",
+    "portal_url": "PORTAL_URL",
 }
 # Whole numbers: (smallest, largest, what they count) accepted.
 _WHOLE_NUMBER_RANGES = {
@@ -91,6 +101,8 @@ _WHOLE_NUMBER_RANGES = {
     "trusted_proxy_hops": (0, 5, "proxies"),
     # Cloud Run gives a stopping instance 10 s after SIGTERM; gunicorn's graceful timeout is 8.
     "sender_drain_seconds": (0, 8, "seconds"),
+    "portal_idle_seconds": (60, DEFAULT_PORTAL_IDLE_SECONDS, "seconds"),
+    "portal_session_seconds": (600, DEFAULT_PORTAL_SESSION_SECONDS, "seconds"),
 }
 # Cloud Run sets K_SERVICE in every container it runs; nothing else here does.
 CLOUD_RUN_MARKER = "K_SERVICE"
@@ -142,6 +154,16 @@ class Config:
     # Proxies in front of the app whose X-Forwarded-For/-Proto entries are trusted; 0 means the
     # socket peer is the client and those headers are ignored (see service/shell/app.py).
     trusted_proxy_hops: int = 0
+    # Set on the portal's service behind IAP: the signed header's expected audience
+    # (/projects/NUMBER/locations/REGION/services/NAME for Cloud Run's own IAP). Unset, the
+    # portal signs people in with one-time links or their token instead.
+    iap_audience: str | None = None
+    iap_certs_url: str = DEFAULT_IAP_CERTS_URL
+    portal_idle_seconds: int = DEFAULT_PORTAL_IDLE_SECONDS
+    portal_session_seconds: int = DEFAULT_PORTAL_SESSION_SECONDS
+    # Where people open the portal (https://portal.clinic.example): the start of the sign-in
+    # links `accounts login-link` prints. The portal's own pages use the request's address.
+    portal_url: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -218,6 +240,20 @@ class Config:
             if values[field] is not None
         }
 
+    def secret_status(self) -> list[tuple[str, str]]:
+        """Name each secret and say whether it is set and safe, never quoting it."""
+        status = []
+        for field in SECRET_FIELDS:
+            value = getattr(self, field)
+            if value == DEV_SECRETS.get(field):
+                state = "development value (refused in production)"
+            elif secret_weakness(value):
+                state = "weak (refused in production)"
+            else:
+                state = "set"
+            status.append((_ENV_NAMES[field], state))
+        return status
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -272,6 +308,9 @@ def _production_problems(values: dict[str, object]) -> list[str]:
     kms_endpoint = values.get("kms_endpoint")
     if isinstance(kms_endpoint, str) and not kms_endpoint.startswith("https://"):
         problems.append("KMS_ENDPOINT must be an https:// URL in production")
+    iap_certs_url = values.get("iap_certs_url", DEFAULT_IAP_CERTS_URL)
+    if isinstance(iap_certs_url, str) and not iap_certs_url.startswith("https://"):
+        problems.append("IAP_CERTS_URL must be an https:// URL in production")
     graph_api_url = values.get("graph_api_url", DEFAULT_GRAPH_API_URL)
     if isinstance(graph_api_url, str) and not graph_api_url.startswith("https://"):
         problems.append("GRAPH_API_URL must be an https:// URL in production")

@@ -4,6 +4,7 @@ and the patient and provider accounts several test modules use."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -21,6 +22,7 @@ from service.shell.components import (
     build_failure_limiter,
 )
 from service.shell.config import CLOUD_RUN_PROXY_HOPS, Config
+from tests.support.browser import chromium
 from tests.support.fakes.graph import FakeGraphApi
 from tests.support.fakes.kms import FakeKms
 from tests.support.stack import (
@@ -169,3 +171,10 @@ def admin_token(components: Components) -> str:
     return provider_service.create_provider(
         components.repos.providers, "North Clinic", provider_service.Role.ADMIN
     ).token
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (one per browser test module)."""
+    with chromium() as launched:
+        yield launched

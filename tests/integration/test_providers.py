@@ -323,3 +323,24 @@ def test_an_account_with_a_role_the_code_does_not_know_is_refused_everywhere(cli
     headers = {"Authorization": f"Bearer {created.token}"}
     assert client.get("/exports/password", headers=headers).status_code == 403
     assert client.post("/tasks/flush-outbox", headers=headers).status_code == 403
+
+
+def test_the_email_migration_gives_older_accounts_a_null_email_and_keeps_set_ones(components):
+    from google.cloud import firestore as google_firestore
+
+    from migrations.runner import discover, run_migrations
+    from service.accounts.providers import create_provider
+
+    old = _create(components, "Old Clinic")
+    person = create_provider(components.repos.providers, "Sam", "staff", "sam@clinic.example")
+    accounts = components.repos.firestore.collection("providers")
+    accounts.document(old.provider.provider_id).update({"email": google_firestore.DELETE_FIELD})
+
+    [migration] = [m for m in discover() if m.migration_id == "0005_account_emails"]
+    assert run_migrations(components, available=[migration]).applied == ["0005_account_emails"]
+
+    stored = {snapshot.id: snapshot.to_dict() for snapshot in accounts.stream()}
+    assert "email" in stored[old.provider.provider_id]
+    assert stored[old.provider.provider_id]["email"] is None
+    assert stored[person.provider.provider_id]["email"] == "sam@clinic.example"
+    assert components.repos.providers.by_email("sam@clinic.example").name == "Sam"

@@ -9,54 +9,19 @@ docs/simulator.png, the one the README shows.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pyzipper
 
 from devtools.simulator import SimulatedPatient
 from service.domain.identity import PatientIdentity
+from tests.support.browser import ARTIFACTS, BROWSER_WAIT_MS, refresh_docs_screenshot
 from tests.support.servers import simulator_server
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS_SCREENSHOT = ROOT / "docs" / "simulator.png"
-# Playwright's own browser download does not work here; Debian's chromium does, with these.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-WAIT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Debian's chromium is missing at {CHROMIUM}: `make test` installs it "
-            "(apt-get install -y chromium); Playwright's own browser download does not work here"
-        )
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: `make test` installs requirements-dev.txt")
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+WAIT_MS = BROWSER_WAIT_MS
 
 
 class ChatTab:
@@ -192,9 +157,7 @@ def test_a_newcomer_completes_an_intake_in_the_browser_and_exports_it(
     assert "Calle Mayor 5, 28013 Madrid" in exported and "Calle Falsa" not in exported
     assert reference
     assert "Maria" not in log_path.read_text()
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" or not DOCS_SCREENSHOT.exists():
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(ARTIFACTS / "simulator.png", DOCS_SCREENSHOT)
+    refresh_docs_screenshot(ARTIFACTS / "simulator.png", DOCS_SCREENSHOT)
 
 
 def test_a_patient_who_hides_their_number_chats_under_a_username_in_the_browser(

@@ -337,9 +337,15 @@
     }
   }
 
+  // Each choice of patient outdates the ones before: the page opens its default patient as it
+  // loads, and a number typed at once may be answered first; the older answer is dropped.
+  let openings = 0;
+
   async function openPatient(phone) {
+    const opening = ++openings;
     try {
       const patient = await api("GET", `/dev/chat/patient?phone=${encodeURIComponent(phone)}`);
+      if (opening !== openings) return;
       showError("patient-error", null);
       state.waId = patient.wa_id;
       state.hideNumber = byId("hide-number").checked;
