@@ -38,10 +38,11 @@ class ExportStatus(StrEnum):
 
 
 class ExportFormat(StrEnum):
-    """The file inside an export zip; stored by value in the export's `format` field."""
+    """The files inside an export zip; stored by value in the export's `format` field."""
 
     CSV = "csv"
     XLSX = "xlsx"
+    FHIR = "fhir"  # FHIR R4 NDJSON per resource type and the Questionnaire
 
 
 @dataclass(frozen=True)
