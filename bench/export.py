@@ -1,6 +1,7 @@
-"""Export throughput: CSV and XLSX exports end to end (request to downloaded zip).
+"""Export throughput: CSV, XLSX and FHIR exports end to end (request to downloaded zip).
 
-Run: make bench, or .venv/bin/python bench/export.py [--sizes 10000,100000] [--formats csv,xlsx]
+Run: make bench, or .venv/bin/python bench/export.py [--sizes 10000,100000]
+[--formats csv,xlsx,fhir]
 
 For each size it archives the records (many writer threads; sizes are filled incrementally),
 seals the complete days as the nightly `records seal` job would (timed apart: it is not part
@@ -8,8 +9,9 @@ of an export), then runs each export in a child process, so the peak RSS printed
 export's own: the child builds the app, asks GET /extractData through the Flask test client
 and streams the download to a file. Beside it, from the same archive: the raw rate at which
 the stack serves the same objects one GET each (16 threads, no decryption), the index read
-rate, and the single-thread costs of decrypt + validate, of writing CSV/XLSX rows and of the
-AES zip, so the export's time can be read against each limit.
+rate, and the single-thread costs of decrypt + validate, of writing CSV/XLSX rows and FHIR
+resources and of the AES zip, so the export's time can be read against each limit. With
+both CSV and FHIR measured, it prints FHIR's time as a multiple of CSV's (the target: 2x).
 
 fake-gcs-server runs with its filesystem backend here (--gcs-backend memory gives the tests'
 stack): the memory backend keeps a bucket's objects in one list that every read and write
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pyzipper
 
 from bench.common import (
@@ -51,6 +54,7 @@ from service.accounts import providers as provider_service
 from service.archive.records import archive_record, seal_days
 from service.domain.passwords import export_password, today_utc
 from service.domain.record import from_json
+from service.exports.fhir.resources import RecordMapper
 from service.exports.formats import write_csv, write_xlsx
 from service.shell.components import Components
 from tests.support.records import numbered_record
@@ -91,9 +95,17 @@ def run(sizes: list[int], formats: list[str], runs: int, writers: int, backend: 
             limits = _limits(components, size)
             for name, (rate, note) in limits.items():
                 print(f"   {name:<38} {rate:>8.0f} rec/s  {note}".rstrip())
+            totals = {}
             for file_format in formats:
                 results = [_child_export(config, token, file_format) for _ in range(runs)]
-                _report(file_format, size, results, limits[RAW_GET][0], limits[RAW_BATCH][0])
+                totals[file_format] = _report(
+                    file_format, size, results, limits[RAW_GET][0], limits[RAW_BATCH][0]
+                )
+            if "csv" in totals and "fhir" in totals:
+                print(
+                    f"   FHIR / CSV end to end: {totals['fhir'] / totals['csv']:.2f}x "
+                    "(target: at most 2x)"
+                )
             _purge_exports(components)
 
 
@@ -155,6 +167,13 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
     began = time.perf_counter()
     write_xlsx(records, io.BytesIO())
     xlsx_seconds = time.perf_counter() - began
+    mapper = RecordMapper()
+    began = time.perf_counter()
+    for record in records:  # what bulk.write_fhir does per record, before compression
+        for group in mapper.map(record).by_type().values():
+            for fhir_resource in group:
+                orjson.dumps(fhir_resource, option=orjson.OPT_APPEND_NEWLINE)
+    fhir_seconds = time.perf_counter() - began
     began = time.perf_counter()
     with pyzipper.AESZipFile(
         io.BytesIO(), "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
@@ -178,6 +197,7 @@ def _limits(components: Components, size: int) -> dict[str, tuple[float, str]]:
         "decrypt + validate (1 thread)": (count / decrypt_seconds, ""),
         "CSV rows written (1 thread)": (count / csv_seconds, ""),
         "XLSX rows written (1 thread)": (count / xlsx_seconds, ""),
+        "FHIR resources made (1 thread)": (count / fhir_seconds, "records, uncompressed"),
         "AES-256 zip of the CSV (1 thread)": (
             count / zip_seconds,
             f"{csv_megabytes / zip_seconds:.0f} MB/s",
@@ -208,10 +228,13 @@ def _child_export(config, token: str, file_format: str) -> dict:
 
 
 def _verify(zip_path: Path, file_format: str, config) -> int | None:
-    """Open the downloaded zip with the day's password; count the CSV rows."""
+    """Open the downloaded zip with the day's password; count the CSV rows or FHIR Patients."""
     password = export_password(config.zip_password, today_utc()).password
     with pyzipper.AESZipFile(zip_path) as zipped:
         zipped.setpassword(password.encode())
+        if file_format == "fhir":
+            with zipped.open("Patient.ndjson") as patients:
+                return sum(1 for _ in patients)
         data = zipped.read(f"intakes.{file_format}")
     if file_format != "csv":
         return None
@@ -220,7 +243,8 @@ def _verify(zip_path: Path, file_format: str, config) -> int | None:
 
 def _report(
     file_format: str, size: int, results: list[dict], raw_rate: float, batch_rate: float
-) -> None:
+) -> float:
+    """Print an export's figures; return its median time end to end."""
     for result in results:
         assert result["records"] == size, result
         assert result["rows"] in (None, size), result
@@ -251,6 +275,7 @@ def _report(
         f"{max(r['peak_rss_mb'] for r in results):.0f} MB "
         f"(app built, before the request: {max(r['rss_before_mb'] for r in results):.0f} MB)"
     )
+    return total
 
 
 def _purge_exports(components: Components) -> None:
@@ -324,11 +349,11 @@ def _peak_rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--formats", default="csv,xlsx")
+    parser.add_argument("--formats", default="csv,xlsx,fhir")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--gcs-backend", choices=("filesystem", "memory"), default="filesystem")
-    parser.add_argument("--child", choices=("csv", "xlsx"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("csv", "xlsx", "fhir"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,4 +1,5 @@
-"""Provider exports: build an export, download it through its signed link, the day's password."""
+"""Provider exports: build an export, download it through its signed link, the day's password;
+and the form the FHIR export answers, as a public FHIR Questionnaire."""
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
@@ -8,6 +9,7 @@ from service.accounts.providers import PEOPLE
 from service.domain.passwords import export_password, today_utc
 from service.exports import build as export_service
 from service.exports import links as export_links
+from service.exports.fhir.questionnaire import questionnaire_json
 
 bp = Blueprint("exports", __name__)
 
@@ -62,3 +64,10 @@ def download(export_id: str) -> Response:
     # An export built just before midnight UTC opens with that day's password, not today's.
     response.headers["X-Export-Password-Date"] = opened.password_date.isoformat()
     return response
+
+
+@bp.get("/fhir/Questionnaire/intake")
+def fhir_questionnaire() -> Response:
+    # Public: the form's questions and choices, no patient data; the same bytes as the
+    # Questionnaire.json of every FHIR export.
+    return Response(questionnaire_json(), mimetype="application/fhir+json")

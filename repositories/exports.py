@@ -28,6 +28,7 @@ from service.errors import ConflictError
 COLLECTION = "exports"
 OBJECT_PREFIX = "exports/"
 _READ_CHUNK = 1024 * 1024
+UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 
 
 class ExportStatus(StrEnum):
@@ -38,10 +39,11 @@ class ExportStatus(StrEnum):
 
 
 class ExportFormat(StrEnum):
-    """The file inside an export zip; stored by value in the export's `format` field."""
+    """The files inside an export zip; stored by value in the export's `format` field."""
 
     CSV = "csv"
     XLSX = "xlsx"
+    FHIR = "fhir"  # FHIR R4 NDJSON per resource type and the Questionnaire
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class ExportRepository:
     def store_zip(self, export_id: str, path: Path) -> tuple[str, int]:
         """Upload a finished zip (never over an existing object); return its name and size."""
         object_name = object_name_for(export_id)
-        blob = self._bucket.blob(object_name)
+        # Past 8 MB the client uploads in resumable chunks, each read into memory whole: its
+        # default chunk is 100 MB, so a large (FHIR) zip would cost up to 100 MB of memory.
+        blob = self._bucket.blob(object_name, chunk_size=UPLOAD_CHUNK)
         with translated("Cloud Storage", STORAGE_ERRORS):
             try:
                 blob.upload_from_filename(

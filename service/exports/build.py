@@ -1,19 +1,20 @@
-"""Build an export: read the records of a date range, write CSV or Excel, zip it with the
-day's password, store it, and answer with a signed download link."""
+"""Build an export: read the records of a date range, write them in the format asked for (CSV,
+Excel or FHIR; see registry.py), zip them with the day's password, store the zip, and answer
+with a signed download link."""
 
 from __future__ import annotations
 
 import logging
 import re
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyzipper
 
@@ -25,28 +26,15 @@ from service.domain.record import IntakeRecord
 from service.errors import (
     InvalidInputError,
 )
+from service.exports import registry
 from service.exports.audit import audit_export_event
-from service.exports.formats import write_csv, write_xlsx
 from service.exports.links import sign_download_token
 from service.exports.ports import ExportDeps
 
 logger = logging.getLogger(__name__)
 
 
-FORMATS = {  # the `format` a request may give
-    "csv": ExportFormat.CSV,
-    "xlsx": ExportFormat.XLSX,
-    "excel": ExportFormat.XLSX,  # the seed's name
-}
-
-
-MEMBER_NAMES = {ExportFormat.CSV: "intakes.csv", ExportFormat.XLSX: "intakes.xlsx"}
-
-
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-_COPY_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,13 +71,13 @@ def parse_request(
     format_value: str | None, from_value: str | None, to_value: str | None
 ) -> tuple[ExportFormat, ExportFilters]:
     """Validate the query parameters; raise InvalidInputError naming the bad one."""
-    wanted = (format_value or "csv").strip().lower()
-    if wanted not in FORMATS:
-        raise InvalidInputError("format must be csv or xlsx (or excel)")
+    file_format = registry.by_name(format_value or "csv")
+    if file_format is None:
+        raise InvalidInputError("format must be one of " + ", ".join(registry.accepted_names()))
     filters = ExportFilters(_parse_day("from", from_value), _parse_day("to", to_value))
     if filters.date_from and filters.date_to and filters.date_from > filters.date_to:
         raise InvalidInputError("from must not be after to")
-    return FORMATS[wanted], filters
+    return file_format.format, filters
 
 
 def _parse_day(name: str, value: str | None) -> date | None:
@@ -208,41 +196,62 @@ def _build_zip(
     created_at: datetime,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
-    """Write the file into an AES-256 zip at folder/export.zip; return the count and timings.
+    """Write the format's files into an AES-256 zip at folder/export.zip; return the count and
+    timings.
 
-    CSV is streamed straight into the encrypted zip entry; XLSX (itself a zip that openpyxl
-    must finish first) goes through a temporary file. Either way only the current rows are in
-    memory, and the cleartext never leaves this process's temporary folder.
+    Each format streams its records into the encrypted members (or, for XLSX and the FHIR
+    files other than the first, through temporary files in folder), so only the current
+    records are in memory, and the cleartext never leaves this process's temporary folder.
     """
     timed = _TimedRecords(records, progress)
     began = time.perf_counter()
-    zipping = 0.0
     with pyzipper.AESZipFile(
         folder / "export.zip", "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
     ) as archive:
         archive.setpassword(password.encode())
         archive.setencryption(pyzipper.WZ_AES, nbits=256)
-        # The member carries the export's time (UTC), not the server's clock or a file's mtime.
-        member = archive.zipinfo_cls(MEMBER_NAMES[file_format], created_at.timetuple()[:6])
-        member.compress_type = pyzipper.ZIP_DEFLATED
-        member.external_attr = 0o600 << 16
-        if file_format == ExportFormat.CSV:
-            with archive.open(member, "w") as entry:
-                count = write_csv(timed, entry)
-        else:
-            sheet_path = folder / MEMBER_NAMES[file_format]
-            count = write_xlsx(timed, sheet_path)
-            zipping = time.perf_counter()
-            with open(sheet_path, "rb") as source, archive.open(member, "w") as entry:
-                shutil.copyfileobj(source, entry, _COPY_CHUNK)
-            sheet_path.unlink()
-            zipping = time.perf_counter() - zipping
-    total = time.perf_counter() - began
+        entry = registry.of(file_format)
+        members = _Members(archive, folder, created_at, entry.compress_level)
+        count = entry.write(timed, members)
+    ended = time.perf_counter()
+    records_ended = timed.ended_at or ended
     return count, {
         "fetch_wait": timed.waited,  # blocked on iter_records: index reads, GETs, decryption
-        "write": total - timed.waited - zipping,  # CSV: includes deflate and AES inline
-        "zip": zipping,
+        # Writing rows and resources as the records arrive (CSV and the first FHIR file are
+        # deflated and encrypted inline), then, after the last record, finishing the files
+        # written aside (XLSX, the other FHIR files) and copying them into the zip.
+        "write": records_ended - began - timed.waited,
+        "zip": ended - records_ended,
     }
+
+
+class _Members:
+    """Open new members of an export's zip, each stamped with the export's time."""
+
+    def __init__(
+        self,
+        archive: pyzipper.AESZipFile,
+        folder: Path,
+        created_at: datetime,
+        compress_level: int | None,
+    ) -> None:
+        self._archive = archive
+        self._created_at = created_at
+        self._compress_level = compress_level
+        self.folder = folder
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+        """Open a new member of the zip for writing."""
+        # The member carries the export's time (UTC), not the server's clock or a file's mtime.
+        member = self._archive.zipinfo_cls(name, self._created_at.timetuple()[:6])
+        member.compress_type = pyzipper.ZIP_DEFLATED
+        member.external_attr = 0o600 << 16
+        # What ZipFile.open sets from its own `compresslevel` for a member given by name
+        # (pyzipper 0.4.0, as zipfile in Python 3.11); a ZipInfo given in carries its own.
+        member._compresslevel = self._compress_level
+        # A member's size is not known before it is written: zip64 headers from the start, so
+        # a file past 2 GiB (a FHIR file of about a million records) does not stop the export.
+        return self._archive.open(member, "w", force_zip64=True)
 
 
 class _TimedRecords:
@@ -255,6 +264,7 @@ class _TimedRecords:
         self._records = records
         self._progress = progress
         self.waited = 0.0
+        self.ended_at: float | None = None  # when the last record had been read
 
     def __iter__(self) -> Iterator[IntakeRecord]:
         handed = 0
@@ -264,6 +274,7 @@ class _TimedRecords:
                 try:
                     record = next(self._records)
                 except StopIteration:
+                    self.ended_at = time.perf_counter()
                     return
                 finally:
                     self.waited += time.perf_counter() - began

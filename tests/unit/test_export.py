@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime
 import pytest
 from openpyxl import load_workbook
 
+from repositories.exports import ExportFormat
+from service.exports import registry
 from service.exports.formats import (
     COLUMNS,
     is_formula_like,
@@ -19,6 +21,7 @@ from service.exports.formats import (
     write_csv,
     write_xlsx,
 )
+from service.exports.registry import FILE_FORMATS
 from tests.support.records import make_record, numbered_record
 
 SUBMITTED = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
@@ -333,3 +336,26 @@ def test_writers_consume_records_as_they_come():
     assert write_csv(records(), io.BytesIO()) == 3
     assert write_xlsx(records(), io.BytesIO()) == 3
     assert consumed == [0, 1, 2, 0, 1, 2]
+
+
+# -- the format registry ------------------------------------------------------------------------
+def test_every_export_format_is_listed_once_with_a_label_and_its_zip_members():
+    assert [entry.format for entry in FILE_FORMATS] == list(ExportFormat)
+    assert [entry.label for entry in FILE_FORMATS] == ["CSV", "Excel", "FHIR R4"]
+    assert registry.of(ExportFormat.FHIR).members == (
+        "Patient.ndjson",
+        "QuestionnaireResponse.ndjson",
+        "Consent.ndjson",
+        "Condition.ndjson",
+        "MedicationStatement.ndjson",
+        "Questionnaire.json",
+    )
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [("csv", "csv"), ("xlsx", "xlsx"), (" Excel ", "xlsx"), ("FHIR", "fhir"), ("json", None)],
+)
+def test_a_requested_format_name_picks_its_registry_entry(requested, expected):
+    entry = registry.by_name(requested)
+    assert (entry.format if entry else None) == expected
