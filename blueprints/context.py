@@ -14,6 +14,7 @@ from service.accounts.iap import IapVerifier
 from service.accounts.ratelimit import SharedFailureLimiter
 from service.archive.ports import ArchiveStores
 from service.conversation.ports import ConversationDeps, ConversationSettings
+from service.exports.jobs import ExportJobRunner
 from service.exports.ports import ExportDeps, ExportSettings, ExportStores
 
 EXTENSION_KEY = "intake"
@@ -57,6 +58,8 @@ class AppComponents(ConversationDeps, ExportDeps, Protocol):
     def auth_failures(self) -> SharedFailureLimiter: ...
     @property
     def iap(self) -> IapVerifier | None: ...
+    @property
+    def export_runner(self) -> ExportJobRunner: ...
 
     def readiness(self) -> dict[str, str | None]: ...
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField, TelField
+from wtforms import EmailField, PasswordField, RadioField, SelectField, StringField, TelField
 from wtforms.fields.choices import SelectChoice
 
 from repositories.providers import Role
+from service.portal.exports import format_choices
 
 PERSON_ROLES = [
     SelectChoice(Role.STAFF.value, "Staff"),
@@ -46,3 +47,16 @@ class RoleForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A button that changes something and needs nothing typed (revoke, a new link)."""
+
+
+class ExportForm(FlaskForm):
+    """An export: its format and, optionally, the first and last day (UTC) it covers."""
+
+    format = RadioField(
+        "Format",
+        choices=[SelectChoice(choice.value, choice.label) for choice in format_choices()],
+        default=format_choices()[0].value,
+    )
+    # Typed as date inputs; the export's own parser checks them and says what is wrong.
+    date_from = StringField("From (first day, UTC)", render_kw={"type": "date"})
+    date_to = StringField("To (last day, UTC)", render_kw={"type": "date"})

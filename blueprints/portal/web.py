@@ -44,6 +44,8 @@ SESSION_KEY = "portal_session"
 # never run as code, even if a bug rendered it as HTML.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    # The exports page's script polls its own progress endpoint.
+    "connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 # Endpoints a signed-out browser may reach.
@@ -70,11 +72,11 @@ class NavItem:
     admin_only: bool = False
 
 
-# The navigation, in order. A page is one entry here (and its view): Exports joins this list
-# when its page exists.
+# The navigation, in order. A page is one entry here (and its view).
 NAV = [
     NavItem("portal.dashboard", "Dashboard"),
     NavItem("portal.intakes", "Intakes"),
+    NavItem("portal.exports", "Exports"),
     NavItem("portal.invitations", "Invitations"),
     NavItem("portal.accounts", "Accounts", admin_only=True),
     NavItem("portal.audit", "Audit log", admin_only=True),

@@ -11,9 +11,12 @@ from urllib.parse import quote
 import pytest
 
 from service.accounts.iap import HEADER
+from service.archive.records import archive_record
 from service.shell.app import create_app
+from tests.support.exports import todays_password, unzip
 from tests.support.fakes.iap import AUDIENCE, IapKeyServer, IapSigner
 from tests.support.portal import create_person, csrf_of, link_secret, seed_clinic, sign_in
+from tests.support.records import make_record
 
 
 def events(components, action):
@@ -301,3 +304,49 @@ def test_no_portal_page_reflects_a_script_it_was_sent(app, client, components):
         assert policy.startswith("default-src 'none'"), (rule.rule, response.status_code)
         checked += 1
     assert checked >= 8
+
+
+def _start_export(client, **form):
+    page = client.get("/portal/exports").get_data(as_text=True)
+    return client.post("/portal/exports", data={"csrf_token": csrf_of(page), **form})
+
+
+def test_an_export_with_a_bad_format_or_days_is_refused_and_nothing_is_queued(client, components):
+    staff = create_person(components, "sam@clinic.example", "Sam Staff")
+    sign_in(client, components, staff)
+    for form in (
+        {"format": "pdf"},
+        {"format": "csv", "date_from": "2026-12-02", "date_to": "2026-12-01"},
+        {"format": "csv", "date_from": "<script>alert(1)</script>"},
+    ):
+        refused = _start_export(client, **form)
+        assert refused.status_code == 400
+        assert "<script>alert(1)</script>" not in refused.get_data(as_text=True)
+    assert components.repos.export_jobs.recent() == []
+
+
+def test_an_export_job_is_seen_and_downloaded_by_its_owner_and_admins_only(client, components):
+    archive_record(components, make_record())
+    sam = create_person(components, "sam@clinic.example", "Sam Staff")
+    kim = create_person(components, "kim@clinic.example", "Kim Staff")
+    ada = create_person(components, "ada@clinic.example", "Ada Admin", "admin")
+    sign_in(client, components, sam)
+    started = _start_export(client, format="csv")
+    assert started.status_code == 303
+    (job,) = components.repos.export_jobs.recent()
+    assert components.export_runner.wait_idle(60)
+    progress = client.get(f"/portal/exports/{job.job_id}/progress").json
+    assert progress == {"status": "ready", "done": 1, "total": 1, "records": 1, "error": None}
+    link = client.get(f"/portal/exports/{job.job_id}/download")
+    assert link.status_code == 303 and link.location.startswith("/exports/")
+    zipped = client.get(link.location)
+    assert zipped.status_code == 200
+    assert unzip(zipped.get_data(), todays_password(components.config))[0] == "intakes.csv"
+
+    sign_in(client, components, kim)
+    assert client.get(f"/portal/exports/{job.job_id}/progress").status_code == 404
+    assert client.get(f"/portal/exports/{job.job_id}/download").status_code == 404
+    assert job.job_id not in client.get("/portal/exports").get_data(as_text=True)
+    sign_in(client, components, ada)
+    assert job.job_id in client.get("/portal/exports").get_data(as_text=True)
+    assert client.get(f"/portal/exports/{job.job_id}/download").status_code == 303

@@ -1,11 +1,14 @@
 """The staff portal in a real browser (Debian's chromium through Playwright), served by
 gunicorn as in production: staff sign in with a one-time link, check the dashboard against
-seeded patients, open a record and send an invitation; an administrator creates and revokes
-an account and the revoked person's open page is signed out; a form without its CSRF token
+seeded patients, open a record, send an invitation and run an Excel export, following its
+progress bar, then download it and open it with the password the page shows; an
+administrator creates and revokes an account and the revoked person's open page is signed
+out; a form without its CSRF token
 is refused; the pages fit a 375 px phone and work from the keyboard.
 
 Screenshots go to tests/artifacts/ (git-ignored); docs/portal-dashboard.png, the one the
-README shows, is refreshed with UPDATE_DOCS_SCREENSHOT=1 (or when missing).
+README shows, and docs/portal-exports.png are refreshed with UPDATE_DOCS_SCREENSHOT=1 (or
+when missing).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.browser import ARTIFACTS, refresh_docs_screenshot
+from tests.support.exports import unzip, xlsx_rows
 from tests.support.portal import create_person, link_secret, seed_clinic
 from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_SCREENSHOT = ROOT / "docs" / "portal-dashboard.png"
+EXPORTS_SCREENSHOT = ROOT / "docs" / "portal-exports.png"
 # What sticks out of the window, to say why a page scrolls sideways.
 WIDER = """[...document.querySelectorAll('body *')]
   .filter((node) => node.getBoundingClientRect().right > window.innerWidth + 0.5)
@@ -65,7 +70,8 @@ def test_staff_and_an_administrator_do_their_work_in_the_portal(
     staff = create_person(components, "sam@clinic.example", "Sam Staff")
     admin = create_person(components, "ada@clinic.example", "Ada Admin", "admin")
     log_path = tmp_path / "gunicorn.log"
-    with gunicorn(config, log_path) as base:
+    # Each export holds for 2 s before it reads anything, so the page shows it running.
+    with gunicorn(config.replace(failpoints="export.building:pause=2"), log_path) as base:
         sam = PortalTab(browser, base)
         sam.signs_in_with_keyboard(link_secret(components, staff))
         assert sam.figure("invited") == str(seeded.invited)
@@ -99,9 +105,31 @@ def test_staff_and_an_administrator_do_their_work_in_the_portal(
         assert "622000" not in sam.page.url and "622 000" not in sam.page.content()
         assert [m["body"]["type"] for m in fake_graph.messages_to("34622000123")] == ["template"]
 
+        sam.follows("Exports")
+        sam.page.get_by_label("Excel").check()
+        sam.page.get_by_role("button", name="Start export").click()
+        sam.expect(sam.page.locator("p.notice")).to_contain_text("Export started")
+        job = sam.page.locator("table.exports tbody tr").first
+        bar = job.get_by_role("progressbar", name="Export progress")
+        sam.expect(bar).to_be_visible()  # the server holds the export a moment (failpoint)
+        sam.expect(bar).to_have_attribute("max", str(seeded.completed))
+        sam.page.screenshot(path=str(ARTIFACTS / "portal-exports.png"), full_page=True)
+        download = job.get_by_role("link", name="Download")
+        sam.expect(download).to_be_visible(timeout=60_000)  # the bar ran to the end
+        sam.expect(job).to_contain_text(f"{seeded.completed} records")
+        sam.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        sam.page.get_by_role("button", name="Copy password").click()
+        sam.expect(sam.page.locator(".copied")).not_to_be_empty()
+        password = sam.page.get_by_label("Password", exact=True).input_value()
+        with sam.page.expect_download() as arriving:
+            download.click()
+        name, content = unzip(Path(arriving.value.path()).read_bytes(), password)
+        assert name == "intakes.xlsx" and len(xlsx_rows(content)) == seeded.completed
+        assert "Maria" not in sam.page.url
+
         phone = PortalTab(browser, base, width=375, height=812)
         phone.signs_in_with_keyboard(link_secret(components, staff))
-        for link in ("Intakes", "Invitations", "Dashboard"):
+        for link in ("Intakes", "Exports", "Invitations", "Dashboard"):
             phone.follows(link)
             phone.expect(phone.page).to_have_title(f"{link} · Intake portal")
             assert phone.page.evaluate(
@@ -159,3 +187,4 @@ def test_staff_and_an_administrator_do_their_work_in_the_portal(
     log = log_path.read_text()
     assert "Maria" not in log and "622000123" not in log and "isl_" not in log
     refresh_docs_screenshot(ARTIFACTS / "portal-dashboard.png", DOCS_SCREENSHOT)
+    refresh_docs_screenshot(ARTIFACTS / "portal-exports.png", EXPORTS_SCREENSHOT)
