@@ -152,16 +152,21 @@ class ConversationChanges(ConversationStore):
         return self._read_modify_write(lambda: self._locate(identity, identity), attempt)
 
     def record_failed_status(
-        self, identity: PatientIdentity, codes: tuple[int, ...], at: datetime
+        self,
+        identity: PatientIdentity,
+        codes: tuple[int, ...],
+        at: datetime,
+        source: str = "status",
     ) -> str | None:
-        """A `failed` status update from Meta: visible to support staff on the conversation.
-        Returns the conversation's key, or None when the patient has none."""
+        """A `failed` status update from Meta (or an invitation the Graph API refused):
+        visible to support staff on the conversation. Returns the conversation's key, or
+        None when the patient has none."""
         located = self._located(identity)
         if located is None or not located.current.exists:
             return None
         changes = {
             "failed_deliveries": firestore.Increment(1),
-            "last_error": {"code": codes[0] if codes else None, "at": at, "source": "status"},
+            "last_error": {"code": codes[0] if codes else None, "at": at, "source": source},
         }
         with translated("Firestore"):
             try:

@@ -47,6 +47,11 @@ def start_conversation(components: ConversationDeps, to: object, provider_id: st
     try:
         components.graph.send(template_payload(identity, components.config.whatsapp_start_template))
     except GraphError as error:
+        # Shown as a failed delivery (staff see it in the portal's invitations) rather than
+        # as an invitation that went.
+        components.repos.conversations.record_failed_status(
+            identity, (error.code or 0,), datetime.now(UTC), source="invitation"
+        )
         raise UnavailableError(
             f"the invitation could not be sent (Graph API error {error.code})"
         ) from None

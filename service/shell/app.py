@@ -136,7 +136,8 @@ def _register_blueprints(app: Flask, config: Config) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(messaging_bp)
     app.register_blueprint(exports_bp)
-    app.register_blueprint(portal_bp)
+    if config.portal_enabled:
+        app.register_blueprint(portal_bp)
     if config.app_env in ("development", "test"):
         # The simulator page and its fake Graph API: never part of a production app.
         from devtools.blueprint import bp as devtools_bp

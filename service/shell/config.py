@@ -87,6 +87,7 @@ _ENV_NAMES = {
     "export_concurrency_per_account": "EXPORT_CONCURRENCY_PER_ACCOUNT",
     "gunicorn_threads": "GUNICORN_THREADS",
     "failpoints": "INTAKE_FAILPOINTS",
+    "portal_enabled": "PORTAL_ENABLED",
     "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
     "iap_audience": "IAP_AUDIENCE",
     "iap_certs_url": "IAP_CERTS_URL",
@@ -104,6 +105,8 @@ _WHOLE_NUMBER_RANGES = {
     "portal_idle_seconds": (60, DEFAULT_PORTAL_IDLE_SECONDS, "seconds"),
     "portal_session_seconds": (600, DEFAULT_PORTAL_SESSION_SECONDS, "seconds"),
 }
+# On/off settings and the words they accept.
+_SWITCHES = {"portal_enabled": {"true": True, "1": True, "false": False, "0": False}}
 # Cloud Run sets K_SERVICE in every container it runs; nothing else here does.
 CLOUD_RUN_MARKER = "K_SERVICE"
 # Cloud Run's front end is one proxy hop that appends the caller's address to X-Forwarded-For.
@@ -164,6 +167,9 @@ class Config:
     # Where people open the portal (https://portal.clinic.example): the start of the sign-in
     # links `accounts login-link` prints. The portal's own pages use the request's address.
     portal_url: str | None = None
+    # False on the public service that takes Meta's webhook when the portal is deployed as
+    # its own service behind IAP: /portal then does not exist there (404).
+    portal_enabled: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -202,6 +208,11 @@ class Config:
                     )
                     continue
                 values[field] = int(raw)
+            elif field in _SWITCHES:
+                if raw.lower() not in _SWITCHES[field]:
+                    problems.append(f"{env_name} must be true or false")
+                    continue
+                values[field] = _SWITCHES[field][raw.lower()]
             elif field in _COUNT_RANGES:
                 smallest, largest = _COUNT_RANGES[field]
                 if not raw.isdigit() or not smallest <= int(raw) <= largest:

@@ -350,3 +350,26 @@ def test_an_export_job_is_seen_and_downloaded_by_its_owner_and_admins_only(clien
     sign_in(client, components, ada)
     assert job.job_id in client.get("/portal/exports").get_data(as_text=True)
     assert client.get(f"/portal/exports/{job.job_id}/download").status_code == 303
+
+
+def test_an_invitation_the_graph_api_refused_is_listed_as_a_failed_delivery(
+    client, components, fake_graph
+):
+    staff = create_person(components, "sam@clinic.example", "Sam Staff")
+    sign_in(client, components, staff)
+    page = client.get("/portal/invitations").get_data(as_text=True)
+    fake_graph.fail_next(3, status=500, code=131000)
+    refused = client.post(
+        "/portal/invitations", data={"csrf_token": csrf_of(page), "phone": "+34 622 000 124"}
+    )
+    assert refused.status_code == 503
+    listed = client.get("/portal/invitations").get_data(as_text=True)
+    assert "failed delivery" in listed and "+34 ••• ••• 124" in listed
+
+
+def test_a_service_with_the_portal_switched_off_has_no_portal(components):
+    switched_off = components.config.replace(portal_enabled=False)
+    webhook_only = create_app(components=dataclasses.replace(components, config=switched_off))
+    client = webhook_only.test_client()
+    assert client.get("/portal/").status_code == 404
+    assert client.get("/portal/sign-in").status_code == 404

@@ -232,3 +232,15 @@ def test_an_export_limit_as_large_as_the_thread_count_is_refused():
 def test_a_malformed_export_limit_is_refused(name, value):
     with pytest.raises(ConfigError, match=f"{name} must be a whole number"):
         Config.from_env({name: value})
+
+
+@pytest.mark.parametrize(("raw", "enabled"), [("false", False), ("0", False), ("TRUE", True)])
+def test_portal_enabled_reads_true_or_false(raw, enabled):
+    config = Config.from_env({"APP_ENV": "test", "PORTAL_ENABLED": raw})
+    assert config.portal_enabled is enabled
+    assert Config.from_env({"APP_ENV": "test", **config.to_env()}).portal_enabled is enabled
+
+
+def test_portal_enabled_refuses_anything_but_true_or_false():
+    with pytest.raises(ConfigError, match="PORTAL_ENABLED must be true or false"):
+        Config.from_env({"APP_ENV": "test", "PORTAL_ENABLED": "maybe"})
