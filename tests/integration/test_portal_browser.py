@@ -4,7 +4,8 @@ seeded patients, open a record, send an invitation and run an Excel export, foll
 progress bar, then download it and open it with the password the page shows; an
 administrator creates and revokes an account and the revoked person's open page is signed
 out; a form without its CSRF token
-is refused; the pages fit a 375 px phone and work from the keyboard.
+is refused; a page left idle for 16 minutes is signed out; the pages fit a 375 px phone and
+work from the keyboard.
 
 Screenshots go to tests/artifacts/ (git-ignored); docs/portal-dashboard.png, the one the
 README shows, and docs/portal-exports.png are refreshed with UPDATE_DOCS_SCREENSHOT=1 (or
@@ -13,9 +14,11 @@ when missing).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from repositories.signins import SESSIONS
 from tests.support.browser import ARTIFACTS, refresh_docs_screenshot
 from tests.support.exports import unzip, xlsx_rows
 from tests.support.portal import create_person, link_secret, seed_clinic
@@ -151,6 +154,7 @@ def test_staff_and_an_administrator_do_their_work_in_the_portal(
         nia = PortalTab(browser, base)
         nia.signs_in_with_keyboard(new_link.rsplit("#", 1)[1])
         nia.expect(nia.page.locator(".who")).to_contain_text("Nia New")
+        nia_id = components.repos.providers.by_email("nia@clinic.example").provider_id
 
         # A form whose CSRF token was taken out is refused, and changes nothing.
         ada.follows("Accounts")
@@ -179,6 +183,15 @@ def test_staff_and_an_administrator_do_their_work_in_the_portal(
         ada.follows("Keys and secrets")
         ada.expect(ada.page.locator("main")).to_contain_text("ZIP_PASSWORD")
         assert components.config.zip_password not in ada.page.content()
+
+        # Nia leaves her page open for 16 minutes: her next click finds her signed out.
+        idle_since = datetime.now(UTC) - timedelta(minutes=16)
+        for session in components.repos.firestore.collection(SESSIONS).stream():
+            if session.get("provider_id") == nia_id:
+                session.reference.update({"last_seen_at": idle_since})
+        nia.follows("Intakes")
+        nia.expect(nia.page).to_have_title("Sign in · Intake portal")
+        nia.expect(nia.page.get_by_role("status")).to_contain_text("without activity")
 
         for tab in (sam, phone, ada, nia):
             assert tab.errors == [], tab.errors
