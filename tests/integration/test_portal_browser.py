@@ -3,9 +3,8 @@ gunicorn as in production: staff sign in with a one-time link, check the dashboa
 seeded patients, open a record, send an invitation and run an Excel export, following its
 progress bar, then download it and open it with the password the page shows; an
 administrator creates and revokes an account and the revoked person's open page is signed
-out; a form without its CSRF token
-is refused; a page left idle for 16 minutes is signed out; the pages fit a 375 px phone and
-work from the keyboard.
+out; a form without its CSRF token is refused; a page left idle for 16 minutes is signed out;
+the pages fit a 375 px phone and work from the keyboard.
 
 Screenshots go to tests/artifacts/ (git-ignored); docs/portal-dashboard.png, the one the
 README shows, and docs/portal-exports.png are refreshed with UPDATE_DOCS_SCREENSHOT=1 (or
