@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from repositories.audit import AuditEvent
-from service.accounts.ratelimit import RequestOrigin
+from service.accounts.ratelimit import RequestOrigin, audit_request
 from service.errors import (
     ServiceError,
 )
@@ -25,20 +23,10 @@ def audit_export_event(
     details: dict[str, Any],
     error: Exception | None = None,
 ) -> None:
-
+    """Audit an export action; a failure names its error's code, never its patient data."""
     if isinstance(error, ServiceError):
         # Codes and our own messages only: they name parameters and ids, never patient data.
         details = {**details, "reason": error.code, "message": str(error)[:200]}
     elif error is not None:
         details = {**details, "reason": "internal", "message": type(error).__name__}
-    components.repos.audit.append(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            at=datetime.now(UTC),
-            actor=actor,
-            ip=origin.ip,
-            user_agent=origin.user_agent,
-            details=details,
-        )
-    )
+    audit_request(components.repos.audit, action, outcome, actor, origin, details)

@@ -115,9 +115,9 @@ def create_export(
     details: dict[str, Any] = {"export_id": export_id}
     try:
         file_format, filters = parse_request(format_value, from_value, to_value)
-        details.update(_filter_details(file_format, filters))
+        details.update(filter_details(file_format, filters))
         with components.export_slots.hold(provider_id):
-            created = _create(components, provider_id, export_id, file_format, filters, now)
+            created = build_export(components, provider_id, export_id, file_format, filters, now)
     except Exception as error:  # audited, then raised on: a failed export is never silent
         audit_export_event(
             components, "export.create", "failure", provider_id, origin, details, error
@@ -137,7 +137,7 @@ def create_export(
     return created
 
 
-def _create(
+def build_export(
     components: ExportDeps,
     provider_id: str,
     export_id: str,
@@ -146,6 +146,8 @@ def _create(
     now: datetime | None,
     progress: Callable[[int], None] | None = None,
 ) -> CreatedExport:
+    """Build, store and record one export (no audit, no slot: the callers do those);
+    `progress` hears how many records were written so far."""
     components.failpoints.hit("export.building")
     began = time.perf_counter()
     created_at = now or datetime.now(UTC)
@@ -288,7 +290,7 @@ class _TimedRecords:
                 close()  # stops iter_records' fetch pool when a write fails half-way
 
 
-def _filter_details(file_format: ExportFormat, filters: ExportFilters) -> dict[str, Any]:
+def filter_details(file_format: ExportFormat, filters: ExportFilters) -> dict[str, Any]:
     return {
         "format": file_format,
         "from": filters.date_from.isoformat() if filters.date_from else None,

@@ -23,7 +23,7 @@ from typing import Any
 from repositories.export_jobs import ExportJob, JobStatus
 from service.accounts.ratelimit import RequestOrigin
 from service.exports.audit import audit_export_event
-from service.exports.build import ExportFilters, _create, _filter_details, parse_request
+from service.exports.build import ExportFilters, build_export, filter_details, parse_request
 from service.exports.ports import ExportDeps
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def queue_export_job(
         created_at=datetime.now(UTC),
     )
     components.repos.export_jobs.create(job)
-    details = {"job_id": job.job_id, **_filter_details(file_format, filters)}
+    details = {"job_id": job.job_id, **filter_details(file_format, filters)}
     audit_export_event(
         components, "export.job.queue", "success", provider_id, origin or RequestOrigin(), details
     )
@@ -92,7 +92,7 @@ def run_export_job(components: ExportDeps, job_id: str) -> ExportJob | None:
         jobs.progress(job_id, 0, total, datetime.now(UTC) + JOB_LEASE)
         file_format, _ = parse_request(job.format, None, None)
         export_id = secrets.token_hex(16)
-        created = _create(
+        created = build_export(
             components,
             job.provider_id,
             export_id,
