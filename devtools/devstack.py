@@ -238,9 +238,10 @@ class LocalStack:
         self.stop()
 
 
-# Ctrl-C: the sender gets 2 s to send what it holds, so `make run` is gone within a few
-# seconds (what is left stays queued in Firestore for the next start).
-QUICK_STOP_ENV = {"SENDER_DRAIN_SECONDS": "2", "GUNICORN_GRACEFUL_TIMEOUT": "3"}
+# Ctrl-C: the sender gets 1 s to send what it holds and gunicorn waits up to 4 s for the
+# worker (room for a loaded machine), so `make run` is gone within a few seconds; what is
+# left stays queued in Firestore for the next start.
+QUICK_STOP_ENV = {"SENDER_DRAIN_SECONDS": "1", "GUNICORN_GRACEFUL_TIMEOUT": "4"}
 
 
 def development_server_command(port: int) -> list[str]:

@@ -7,7 +7,9 @@ Options given on the command line override these (the tests bind to a free local
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
@@ -23,6 +25,26 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "8"))
 accesslog = None
 
 
+def post_worker_init(worker: Any) -> None:
+    """Take over Ctrl-C (SIGINT) and SIGQUIT, gunicorn's quick shutdown, in each worker.
+
+    gunicorn's own handler first shuts its thread pool down under a lock; Ctrl-C reaches the
+    worker twice at once (SIGINT from the terminal, SIGQUIT from the master), and the second
+    handler, run inside the first, waited on that lock for ever, until the master's SIGKILL.
+    This one runs once (a second signal returns at once) and then leaves; see worker_int.
+    """
+
+    def quit_now(signum: int, frame: Any) -> None:
+        if getattr(worker, "quitting", False):
+            return
+        worker.quitting = True
+        worker.alive = False
+        worker_int(worker)
+
+    signal.signal(signal.SIGINT, quit_now)
+    signal.signal(signal.SIGQUIT, quit_now)
+
+
 def worker_int(worker: Any) -> None:
     """Ctrl-C (SIGINT) or SIGQUIT: gunicorn's quick shutdown.
 
@@ -34,6 +56,12 @@ def worker_int(worker: Any) -> None:
     """
     from service.conversation.sender import stop_senders
 
+    # Whatever the drain meets (a lock held where the signal landed, a stuck call), the
+    # worker leaves half a second after its drain time: never gunicorn's SIGKILL.
+    drain = float(os.environ.get("SENDER_DRAIN_SECONDS") or 5)
+    watchdog = threading.Timer(drain + 0.5, os._exit, args=(0,))
+    watchdog.daemon = True
+    watchdog.start()
     stop_senders()
     sys.stdout.flush()
     sys.stderr.flush()
