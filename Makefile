@@ -44,7 +44,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: tools $(STAMP)
-	@for script in bench/archive.py bench/webhook.py bench/export.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in bench/archive.py bench/webhook.py bench/export.py bench/reminders.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 # Not part of make test: patients, exports and injected faults for SOAK_MINUTES (at most 30).
 SOAK_MINUTES ?= 10

@@ -1,8 +1,10 @@
-"""Meta's webhook (handshake and deliveries), invitations, and the outbox flush task."""
+"""Meta's webhook (handshake and deliveries), invitations, and the outbox and reminder tasks."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, abort, g, jsonify, request
 
@@ -12,6 +14,7 @@ from service.accounts.providers import PEOPLE, TASK_RUNNERS
 from service.conversation.inbound import handle_webhook
 from service.conversation.invitations import start_conversation
 from service.conversation.outbox import flush_all_outboxes
+from service.conversation.reminders import send_reminders
 from service.errors import InvalidInputError, UnauthorizedError
 from service.whatsapp.webhook import parse_payload, signature_valid
 
@@ -69,3 +72,10 @@ def start() -> tuple[Response, int]:
 def flush_outbox_task() -> Response:
     report = flush_all_outboxes(current_components())
     return jsonify({"sent": report.sent, "failed": report.failed})
+
+
+@bp.post("/tasks/send-reminders")
+@provider_required(TASK_RUNNERS)
+def send_reminders_task() -> Response:
+    report = send_reminders(current_components(), datetime.now(UTC))
+    return jsonify(asdict(report))

@@ -197,6 +197,18 @@ def conversation():
     return jsonify(simulator_service.support_view(current_components(), _patient_arg()))
 
 
+@bp.get("/dev/clock")
+def clock():
+    return jsonify(simulator_service.clock_view(_simulator()))
+
+
+@bp.post("/dev/clock")
+def advance_clock():
+    """Move the simulated clock forward (+4 h, +1 day) and run the reminder task then."""
+    hours = _json_body().get("hours")
+    return jsonify(simulator_service.advance_clock(current_components(), _simulator(), hours))
+
+
 @bp.get("/dev/provider/password")
 def provider_password():
     status_code, body = simulator_service.call_provider_endpoint(

@@ -134,7 +134,8 @@ class GraphInbox:
         person = self._person(graph_rules.recipient_of(body))
         if body.get("type", "text") == "template":
             name, language = body["template"]["name"], body["template"]["language"]["code"]
-            if name != config.whatsapp_start_template:
+            # The approved templates: the invitation and the reminder (intake_reminder).
+            if name not in (config.whatsapp_start_template, config.reminder_template):
                 raise _Refusal(404, 132001, f"template name ({name}) does not exist in {language}")
         else:
             wrote_at = self._last_inbound.get(person)

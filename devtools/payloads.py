@@ -112,6 +112,13 @@ def button_reply(
     return _inbound("interactive", content, message_id, timestamp)
 
 
+def template_button(
+    payload: str, text: str, message_id: str | None = None, timestamp: int | None = None
+) -> dict:
+    """A tap on a template's quick-reply button: Meta sends its payload and its text."""
+    return _inbound("button", {"payload": payload, "text": text}, message_id, timestamp)
+
+
 def list_reply(
     choice_id: str, title: str, message_id: str | None = None, timestamp: int | None = None
 ) -> dict:

@@ -24,7 +24,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
@@ -34,6 +35,7 @@ from devtools import payloads
 from devtools.dev_graph import GraphInbox
 from service.accounts.providers import create_provider
 from service.conversation.invitations import normalise_phone
+from service.conversation.reminders import send_reminders
 from service.conversation.support import find_conversation
 from service.domain.identity import PatientIdentity
 from service.errors import InvalidInputError, NotFoundError, UnavailableError
@@ -54,15 +56,33 @@ _EXPORT_TIMEOUT = 300.0
 _BSUID_SALT = b"intake-simulator-bsuid:"
 _BSUID_REGION_FALLBACK = "US"
 _REGION = re.compile(r"[A-Z]{2}")  # a BSUID starts with an ISO 3166 country code
+MAX_CLOCK_STEP = 72  # hours the simulated clock may move at once
 
 
 class Simulator:
-    """The per-process state of the dev tools: the inbox and the development provider token."""
+    """The per-process state of the dev tools: the inbox, the development provider token, and
+    how far the simulated clock runs ahead of the real one (to show reminders)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.inbox = GraphInbox(clock)
+        self._clock = clock
+        self._offset = 0.0
+        self.inbox = GraphInbox(self.now)
         self._lock = threading.Lock()
         self._provider_token: str | None = None
+
+    def now(self) -> float:
+        """The simulated time (seconds since the epoch): the real clock plus the offset."""
+        return self._clock() + self._offset
+
+    @property
+    def offset_seconds(self) -> float:
+        return self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulated clock forward: patients' messages and the fake Graph API's
+        24-hour window follow it. Only here: the service's own clock never moves."""
+        with self._lock:
+            self._offset += seconds
 
     def provider_token(self, components: Components) -> str:
         """Return the simulator's provider token, creating the provider on first use."""
@@ -189,6 +209,7 @@ def send_patient_message(
 ) -> dict[str, Any]:
     """Post a patient's message to the service's own webhook, signed as Meta signs it."""
     # Meta knows the number behind a username: its chat and window are the phone's.
+    message = {**message, "timestamp": str(int(simulator.now()))}  # on the simulated clock
     entry = simulator.inbox.record_patient(patient.wa_id, message, user_id=patient.bsuid)
     config = components.config
     payload = payloads.envelope(
@@ -257,6 +278,25 @@ def _post_webhook(config: Config, base_url: str, payload: dict[str, Any]) -> int
             f"the service's own webhook at {base_url} did not answer ({type(error).__name__})"
         ) from None
     return response.status_code
+
+
+def advance_clock(components: Components, simulator: Simulator, hours: object) -> dict[str, Any]:
+    """Move the simulated clock forward and run the reminder task at the new time, as Cloud
+    Scheduler would; return the simulated time and what the run did."""
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_CLOCK_STEP:
+        raise InvalidInputError(f"hours must be a whole number from 1 to {MAX_CLOCK_STEP}")
+    simulator.advance(hours * 3600)
+    now = datetime.fromtimestamp(simulator.now(), UTC)
+    report = send_reminders(components, now)
+    return {**clock_view(simulator), "reminders": asdict(report)}
+
+
+def clock_view(simulator: Simulator) -> dict[str, Any]:
+    """The simulated time and how far ahead of the real clock it runs."""
+    return {
+        "now": datetime.fromtimestamp(simulator.now(), UTC).isoformat(),
+        "ahead_hours": round(simulator.offset_seconds / 3600, 2),
+    }
 
 
 def support_view(components: Components, patient: SimulatedPatient) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tests.support.stack import (
     PHONE_NUMBER_ID,
     PROJECT_ID,
     REENGAGE_TEMPLATE,
+    REMINDER_TEMPLATE,
     START_TEMPLATE,
 )
 
@@ -54,6 +55,8 @@ def fake_kms() -> Iterator[FakeKms]:
 def fake_graph() -> Iterator[FakeGraphApi]:
     """A Graph API that records requests and enforces Meta's limits and errors."""
     with FakeGraphApi(
-        GRAPH_TOKEN, PHONE_NUMBER_ID, approved_templates=[START_TEMPLATE, REENGAGE_TEMPLATE]
+        GRAPH_TOKEN,
+        PHONE_NUMBER_ID,
+        approved_templates=[START_TEMPLATE, REENGAGE_TEMPLATE, REMINDER_TEMPLATE],
     ) as graph:
         yield graph

@@ -11,6 +11,7 @@ from blueprints.context import current_components
 from blueprints.portal.forms import InviteForm
 from blueprints.portal.web import Redirect, account, bp, page, see_other
 from service.conversation.invitations import start_conversation
+from service.conversation.stats import reminder_stats
 from service.domain.record import reference_code
 from service.portal import intakes as intake_service
 from service.portal.dashboard import dashboard as dashboard_figures
@@ -19,8 +20,10 @@ from service.portal.invitations import list_invitations
 
 @bp.get("/")
 def dashboard() -> tuple[str, int]:
-    figures = dashboard_figures(current_components(), datetime.now(UTC))
-    return page("dashboard.html", "Dashboard", figures=figures)
+    components = current_components()
+    figures = dashboard_figures(components, datetime.now(UTC))
+    reminders = reminder_stats(components)
+    return page("dashboard.html", "Dashboard", figures=figures, reminders=reminders)
 
 
 @bp.get("/intakes")

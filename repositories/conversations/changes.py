@@ -87,6 +87,39 @@ class ConversationChanges(ConversationStore):
 
         return self._read_modify_write(lambda: self._locate(identity, identity), attempt)
 
+    def remind(
+        self,
+        key: str,
+        now: datetime,
+        decide: Callable[[StoredConversation], ConversationUpdate | None],
+        lease: timedelta,
+        holder: str | None = None,
+    ) -> tuple[ConversationUpdate | None, Claim]:
+        """Apply a reminder decided on the conversation's current state (None: nothing to do),
+        leasing what it queues to the caller in the same commit, as apply_inbound does.
+
+        `now` is when the commit happens (the lease starts then), not the moment the rules
+        reasoned about. Two runs at once: the second one's decide() sees the first one's
+        commit (its precondition fails, it reads again), so a reminder is queued once.
+        """
+        reference = self._collection.document(key)
+
+        def attempt(
+            located: Located,
+        ) -> tuple[tuple[ConversationUpdate | None, Claim], Change | None]:
+            if not located.snapshot.exists:
+                return (None, Claim(key, None)), None
+            stored = self._stored(located)
+            update = decide(stored)
+            if update is None:
+                return (None, Claim(key, stored.identity)), None
+            document = self._document(stored, update, None, now)
+            leased = claim_replies(document["outbox"], now, lease, holder)
+            change = Change(document, replace=True)
+            return (update, self._claim_of(stored, leased)), change
+
+        return self._read_modify_write(lambda: Located(key, reference.get(**CALL)), attempt)
+
     def relink(
         self, previous: PatientIdentity, current: PatientIdentity, event_id: str, now: datetime
     ) -> str | None:
@@ -125,6 +158,9 @@ class ConversationChanges(ConversationStore):
                 "record_ids": record_ids,
                 "record_id": record_ids[-1] if record_ids else None,
                 "updated_at": now,
+                # Never a reminder after an erasure, whatever the conversation was doing.
+                "next_reminder_at": None,
+                "next_reminder": None,
             }
             return key, Change(changes)
 

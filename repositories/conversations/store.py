@@ -7,7 +7,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -168,6 +168,34 @@ class ConversationStore:
     def with_pending_outbox(self, limit: int = 500) -> list[str]:
         query = self._collection.where(filter=firestore.FieldFilter("outbox_pending", ">", 0))
         return [snapshot.id for snapshot in query.limit(limit).stream()]
+
+    def due_for_reminder(self, now: datetime, page_size: int = 200) -> Iterator[str]:
+        """Yield the keys of conversations whose next reminder is due at `now`, earliest
+        first, a page at a time through the `next_reminder_at` index (never a scan)."""
+        query = (
+            self._collection.where(filter=firestore.FieldFilter("next_reminder_at", "<=", now))
+            .order_by("next_reminder_at")
+            .select(["next_reminder_at"])
+        )
+        last: firestore.DocumentSnapshot | None = None
+        while True:
+            page = query.start_after(last) if last is not None else query
+            with translated("Firestore"):
+                snapshots = list(page.limit(page_size).stream(**CALL))
+            yield from (snapshot.id for snapshot in snapshots)
+            if len(snapshots) < page_size:
+                return
+            last = snapshots[-1]
+
+    def count_where(self, field: str, operator: str, value: Any) -> int:
+        """Count conversations matching one filter with an aggregation query (no documents
+        are read)."""
+        query = self._collection.where(filter=firestore.FieldFilter(field, operator, value))
+        aggregation: Any = query.count(alias="matching")  # its stub misreads get()
+        with translated("Firestore"):
+            # A list of result lists at run time (one per query), typed as a flat list.
+            results: Any = aggregation.get(retry=CALL["retry"], timeout=CALL["timeout"])
+        return int(results[0][0].value)
 
     def keys(self) -> list[str]:
         """Every conversation's document id (for migrations and scans)."""

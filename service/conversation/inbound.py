@@ -19,6 +19,7 @@ from service.conversation.flow.engine import ERASE, advance
 from service.conversation.flow.questionnaire import load_questionnaire
 from service.conversation.outbox import lease_of
 from service.conversation.ports import ConversationDeps
+from service.conversation.reminders import after_message
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.record import IntakeRecord, new_record_id
@@ -78,6 +79,17 @@ def handle_message(components: ConversationDeps, message: InboundMessage) -> Non
                 stored_objects[entry.record_id] = entry
                 update.archived.append(entry)
         update.fields["last_inbound_at"] = message.timestamp
+        # A new silence begins: the reminder schedule starts again, in the same commit.
+        update.fields.update(
+            after_message(
+                components.config,
+                stored.fields,
+                state,
+                step.state,
+                message.timestamp,
+                stored.identity or message.identity,
+            )
+        )
         components.failpoints.hit("conversation.before_commit")
         return update
 

@@ -14,6 +14,7 @@ from repositories.conversations import (
 from service.conversation.flow.engine import invite
 from service.conversation.flow.questionnaire import load_questionnaire
 from service.conversation.ports import ConversationDeps
+from service.conversation.reminders import after_invitation
 from service.conversation.state import state_from_stored, update_from_state
 from service.domain.identity import PatientIdentity
 from service.domain.turns import ConversationStatus
@@ -41,6 +42,10 @@ def start_conversation(components: ConversationDeps, to: object, provider_id: st
         state = invite(load_questionnaire("1"), current)
         update = update_from_state(state, [])
         update.fields.update({"invited_at": now, "invited_by": provider_id})
+        # Reminded once more if never answered (nothing changes for a form under way).
+        update.fields.update(
+            after_invitation(components.config, state, now, stored.identity or identity)
+        )
         return update
 
     key, _ = components.repos.conversations.update_without_message(identity, now, decide)

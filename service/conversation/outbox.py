@@ -152,8 +152,11 @@ def _send_one(
         ), None
     except GraphError as error:
         # Kept however often it failed, until Meta could no longer deliver it anyway.
-        expired = last_inbound_at is not None and (
-            datetime.now(UTC) - last_inbound_at > SERVICE_WINDOW
+        # A template (a reminder, an invitation) may go outside the window: never expired.
+        expired = (
+            item.payload.get("type") != "template"
+            and last_inbound_at is not None
+            and datetime.now(UTC) - last_inbound_at > SERVICE_WINDOW
         )
         return SendResult(
             item.key,

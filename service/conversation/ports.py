@@ -9,6 +9,7 @@ from typing import Protocol
 
 from repositories.conversations import Claim
 from service.archive.ports import ArchiveDeps, ArchiveStores, Failpoint
+from service.conversation.schedule import ReminderSettings
 from service.whatsapp.graph import GraphClient
 
 
@@ -25,6 +26,10 @@ class ConversationSettings(Protocol):
     def outbox_lease_seconds(self) -> int: ...
     @property
     def whatsapp_start_template(self) -> str: ...
+    @property
+    def reminder_template(self) -> str: ...
+    @property
+    def reminders(self) -> ReminderSettings: ...
 
 
 class ConversationDeps(ArchiveDeps, Protocol):

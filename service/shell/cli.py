@@ -19,6 +19,7 @@ from service.accounts import providers as provider_service
 from service.accounts import signin as signin_service
 from service.archive import records as archive_service
 from service.conversation import support as support_service
+from service.conversation.stats import reminder_stats
 from service.domain.passwords import export_password, today_utc
 from service.errors import ConfigError, ServiceError
 from service.exports import purge as export_purge
@@ -118,6 +119,23 @@ def find_conversation_command(ctx: click.Context, who: str) -> None:
     for name, value in found["fields"].items():
         if value is not None:
             click.echo(f"{name:<14}{json.dumps(value) if isinstance(value, dict) else value}")
+
+
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per step.")
+@click.pass_context
+def stats_command(ctx: click.Context, as_json: bool) -> None:
+    """Show per step how many patients stopped there, were reminded, completed after it."""
+    rows = reminder_stats(_components(ctx))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.__dict__))
+        return
+    click.echo(f"{'step':<16} {'stopped':>8} {'reminded':>9} {'completed after reminder':>25}")
+    for row in rows:
+        click.echo(
+            f"{row.step:<16} {row.stopped:>8} {row.reminded:>9} {row.completed_after_reminder:>25}"
+        )
 
 
 @cli.group(cls=_OperatorGroup)

@@ -6,9 +6,11 @@ import dataclasses
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from service.accounts.iap import DEFAULT_CERTS_URL
+from service.conversation.schedule import ReminderSettings
 from service.errors import ConfigError
 from service.shell.failpoints import spec_problems
 
@@ -94,6 +96,13 @@ _ENV_NAMES = {
     "portal_idle_seconds": "PORTAL_IDLE_SECONDS",
     "portal_session_seconds": "PORTAL_SESSION_SECONDS",
     "portal_url": "PORTAL_URL",
+    "reminder_template": "WHATSAPP_REMINDER_TEMPLATE",
+    "reminder_first_minutes": "REMINDER_FIRST_MINUTES",
+    "reminder_second_minutes": "REMINDER_SECOND_MINUTES",
+    "reminder_template_minutes": "REMINDER_TEMPLATE_MINUTES",
+    "invitation_reminder_minutes": "INVITATION_REMINDER_MINUTES",
+    "reminder_quiet_start_hour": "REMINDER_QUIET_START_HOUR",
+    "reminder_quiet_end_hour": "REMINDER_QUIET_END_HOUR",
 }
 # Whole numbers: (smallest, largest, what they count) accepted.
 _WHOLE_NUMBER_RANGES = {
@@ -104,6 +113,14 @@ _WHOLE_NUMBER_RANGES = {
     "sender_drain_seconds": (0, 8, "seconds"),
     "portal_idle_seconds": (60, DEFAULT_PORTAL_IDLE_SECONDS, "seconds"),
     "portal_session_seconds": (600, DEFAULT_PORTAL_SESSION_SECONDS, "seconds"),
+    # Free-form reminders must land inside WhatsApp's 24-hour window: at most 23 h after the
+    # patient's last message. The template goes once the window has closed, within 30 days.
+    "reminder_first_minutes": (1, 23 * 60, "minutes"),
+    "reminder_second_minutes": (1, 23 * 60, "minutes"),
+    "reminder_template_minutes": (24 * 60, 30 * 24 * 60, "minutes"),
+    "invitation_reminder_minutes": (1, 30 * 24 * 60, "minutes"),
+    "reminder_quiet_start_hour": (0, 23, "hours (local time)"),
+    "reminder_quiet_end_hour": (0, 23, "hours (local time)"),
 }
 # On/off settings and the words they accept.
 _SWITCHES = {"portal_enabled": {"true": True, "1": True, "false": False, "0": False}}
@@ -170,6 +187,27 @@ class Config:
     # False on the public service that takes Meta's webhook when the portal is deployed as
     # its own service behind IAP: /portal then does not exist there (404).
     portal_enabled: bool = True
+    # Reminders for patients who stop answering (service/conversation/schedule.py): minutes
+    # after the patient's last message (or the invitation), and their local quiet hours.
+    reminder_template: str = "intake_reminder"
+    reminder_first_minutes: int = 4 * 60
+    reminder_second_minutes: int = 22 * 60
+    reminder_template_minutes: int = 3 * 24 * 60
+    invitation_reminder_minutes: int = 24 * 60
+    reminder_quiet_start_hour: int = 21
+    reminder_quiet_end_hour: int = 8
+
+    @property
+    def reminders(self) -> ReminderSettings:
+        """The reminder schedule these settings describe."""
+        return ReminderSettings(
+            first=timedelta(minutes=self.reminder_first_minutes),
+            second=timedelta(minutes=self.reminder_second_minutes),
+            template=timedelta(minutes=self.reminder_template_minutes),
+            invitation=timedelta(minutes=self.invitation_reminder_minutes),
+            quiet_start_hour=self.reminder_quiet_start_hour,
+            quiet_end_hour=self.reminder_quiet_end_hour,
+        )
 
     @property
     def is_production(self) -> bool:
@@ -226,6 +264,7 @@ class Config:
         if "failpoints" in values:
             problems += spec_problems(str(values["failpoints"]))
         problems += _thread_problems(values)
+        problems += _reminder_problems(values)
         app_env = values.get("app_env", "development")
         if app_env == "development" and environ.get(CLOUD_RUN_MARKER):
             # Development defaults are published secrets and the dev tools: never on Cloud Run.
@@ -276,6 +315,17 @@ def _thread_problems(values: dict[str, object]) -> list[str]:
         return [
             f"EXPORT_CONCURRENCY ({exports}) must be less than GUNICORN_THREADS ({threads}), "
             "so a thread stays free for the webhook while exports run"
+        ]
+    return []
+
+
+def _reminder_problems(values: dict[str, object]) -> list[str]:
+    """Refuse a second reminder that would not come after the first."""
+    first = values.get("reminder_first_minutes", Config.reminder_first_minutes)
+    second = values.get("reminder_second_minutes", Config.reminder_second_minutes)
+    if isinstance(first, int) and isinstance(second, int) and first >= second:
+        return [
+            f"REMINDER_FIRST_MINUTES ({first}) must be less than REMINDER_SECOND_MINUTES ({second})"
         ]
     return []
 

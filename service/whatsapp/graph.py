@@ -139,15 +139,33 @@ def template_payload(
     identity: PatientIdentity, template: str, language: str = "en"
 ) -> dict[str, Any]:
     """Build a template message for a patient (the only kind outside the 24-hour window)."""
-    return addressed(
-        {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "type": "template",
-            "template": {"name": template, "language": {"code": language}},
-        },
-        identity,
-    )
+    return addressed(template_message(template, language), identity)
+
+
+def template_message(
+    template: str, language: str = "en", button_payload: str | None = None
+) -> dict[str, Any]:
+    """Build a template message without its recipient (queued, addressed when sent).
+
+    `button_payload` fills the template's first quick-reply button: the patient's tap comes
+    back in the webhook as a `button` message carrying it.
+    """
+    body: dict[str, Any] = {"name": template, "language": {"code": language}}
+    if button_payload is not None:
+        body["components"] = [
+            {
+                "type": "button",
+                "sub_type": "quick_reply",
+                "index": "0",
+                "parameters": [{"type": "payload", "payload": button_payload}],
+            }
+        ]
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "type": "template",
+        "template": body,
+    }
 
 
 class GraphClient:

@@ -10,5 +10,6 @@ GRAPH_TOKEN = "test-graph-access-token"
 PHONE_NUMBER_ID = "100000000000001"
 START_TEMPLATE = "intake_start"
 REENGAGE_TEMPLATE = "intake_reengage"
+REMINDER_TEMPLATE = "intake_reminder"  # approved, as a clinic must have it (see README)
 # WHATSAPP_APP_SECRET: signs the webhook posts the tests send as Meta.
 APP_SECRET = "dev-app-secret"

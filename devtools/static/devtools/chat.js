@@ -420,6 +420,30 @@
     }
   }
 
+  function showClock(data) {
+    const ahead = data.ahead_hours ? ` (${data.ahead_hours} h ahead)` : "";
+    byId("clock-now").textContent = `${new Date(data.now).toLocaleString()}${ahead}`;
+  }
+
+  async function advanceClock(button) {
+    const buttons = document.querySelectorAll("#clock-panel button.clock");
+    for (const each of buttons) each.disabled = true;
+    try {
+      const data = await api("POST", "/dev/clock", { hours: Number(button.dataset.hours) });
+      showClock(data);
+      const sent = data.reminders.queued;
+      byId("clock-result").textContent =
+        `Reminder task ran: ${sent} reminder${sent === 1 ? "" : "s"} sent, ` +
+        `${data.reminders.postponed} postponed.`;
+      state.activeUntil = Date.now() + ACTIVE_FOR_MS;
+      schedulePoll(0);
+    } catch (error) {
+      byId("clock-result").textContent = `The clock did not move: ${error.message || error}`;
+    } finally {
+      for (const each of buttons) each.disabled = false;
+    }
+  }
+
   function init() {
     byId("patient-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -446,6 +470,10 @@
     for (const chip of document.querySelectorAll(".chip[data-text]")) {
       chip.addEventListener("click", () => sendMessage({ text: chip.dataset.text }));
     }
+    for (const button of document.querySelectorAll("#clock-panel button.clock")) {
+      button.addEventListener("click", () => advanceClock(button));
+    }
+    api("GET", "/dev/clock").then(showClock, () => {});
     for (const button of document.querySelectorAll("#provider-panel button[data-format]")) {
       button.addEventListener("click", () => exportRecords(button));
     }

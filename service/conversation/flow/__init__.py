@@ -38,6 +38,10 @@ Behaviour choices:
   the patient is taken to that question and then straight back to the summary.
   `submitted_at` is `now`, but never earlier than `consent_at`.
 - The summary lists the language too, and it can be edited like any labelled answer.
+- "resume" (typed "continue"/"continuar", or the reminder template's quick-reply button, whose
+  payload is "resume") asks the current question again, changing nothing; with no form under
+  way it is any other first message. `remind` builds a free-form reminder: a friendly line and
+  the current question again, buttons included (the summary gets the line on its own first).
 - `invite` marks any patient with no form under way "invited" (including completed and
   opted-out ones: sending the template is the caller's decision) and leaves a form under way
   alone.

@@ -91,6 +91,17 @@ def invite(questionnaire: Questionnaire, state: ConversationState | None) -> Con
     )
 
 
+def remind(questionnaire: Questionnaire, state: ConversationState, intro: str) -> tuple[Reply, ...]:
+    """Return a reminder for a form under way: a friendly line and the current question again,
+    with its buttons or list; nothing when no form is under way."""
+    question = questionnaire.question(state.step) if state.status in IN_FORM else None
+    if question is None:
+        return ()
+    if question.type == "summary":  # the summary fills its body: the line goes on its own
+        return (Reply(say(state.language, intro)), question_reply(questionnaire, state, question))
+    return (question_reply(questionnaire, state, question, intro=intro),)
+
+
 def _reply_to_message(turn: _Turn) -> Step:
     """Answer a message that is not a command: an answer, or a first message."""
     question = turn.question
@@ -353,6 +364,14 @@ def _back(turn: _Turn) -> Step:
     return _go_to(turn, state, previous, tuple(history[:-1]))
 
 
+def _resume(turn: _Turn) -> Step:
+    """Ask the current question again (a reminder's "Continue" button); change nothing."""
+    question = turn.question
+    if question is None:
+        return _reply_to_message(turn)
+    return Step(turn.state, (question_reply(turn.questionnaire, turn.state, question),))
+
+
 def _stop(turn: _Turn) -> Step:
     return _opt_out(turn, "stopped")
 
@@ -410,4 +429,5 @@ _COMMANDS = {
     "restart": _start_form,
     "stop": _stop,
     "erase": _ask_erase,
+    "resume": _resume,
 }

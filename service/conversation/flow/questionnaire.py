@@ -50,7 +50,7 @@ ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "restart": frozenset({"summary"}),
     }
 )
-COMMANDS = ("help", "back", "restart", "stop", "erase")
+COMMANDS = ("help", "back", "restart", "stop", "erase", "resume")
 REASONS = frozenset(
     value for name, value in vars(validators).items() if name.isupper() and isinstance(value, str)
 )
