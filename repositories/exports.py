@@ -77,6 +77,7 @@ class ExportRepository:
     """Store, read, stream and purge export zips and their documents."""
 
     def __init__(self, client: firestore.Client, bucket: storage.Bucket) -> None:
+        self._client = client
         self._collection = client.collection(COLLECTION)
         self._bucket = bucket
 
@@ -109,6 +110,15 @@ class ExportRepository:
         with translated("Firestore"):
             snapshot = self._collection.document(export_id).get(**FIRESTORE_CALL)
         return _entry(snapshot.id, snapshot.to_dict() or {}) if snapshot.exists else None
+
+    def get_many(self, export_ids: list[str]) -> dict[str, ExportEntry]:
+        """Return the exports that exist among these ids, read in one request."""
+        if not export_ids:
+            return {}
+        references = [self._collection.document(export_id) for export_id in export_ids]
+        with translated("Firestore"):
+            snapshots = list(self._client.get_all(references, **FIRESTORE_CALL))
+        return {s.id: _entry(s.id, s.to_dict() or {}) for s in snapshots if s.exists}
 
     def open_zip(self, object_name: str) -> ZipStream | None:
         """Return the stored zip as a stream of chunks, or None when it is gone."""

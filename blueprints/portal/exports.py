@@ -10,6 +10,7 @@ from blueprints.auth import request_origin
 from blueprints.context import current_components
 from blueprints.portal.forms import ExportForm
 from blueprints.portal.web import account, bp, page, see_other
+from service.exports.jobs import queue_export_job
 from service.portal import exports as export_service
 
 
@@ -32,10 +33,10 @@ def exports() -> tuple[str, int]:
 def start_export() -> Redirect:
     form = ExportForm()
     components = current_components()
-    job = export_service.start_export(
+    job = queue_export_job(
         components,
         components.export_runner,
-        account(),
+        account().provider_id,
         form.format.data,
         form.date_from.data or None,
         form.date_to.data or None,

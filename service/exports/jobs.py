@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from repositories.export_jobs import ExportJob, JobStatus
+from repositories.exports import ExportFormat
 from service.accounts.ratelimit import RequestOrigin
 from service.exports.audit import audit_export_event
 from service.exports.build import ExportFilters, build_export, filter_details, parse_request
@@ -90,7 +91,7 @@ def run_export_job(components: ExportDeps, job_id: str) -> ExportJob | None:
     try:
         total = components.repos.archive.count_indexed(filters.start, filters.end)
         jobs.progress(job_id, 0, total, datetime.now(UTC) + JOB_LEASE)
-        file_format, _ = parse_request(job.format, None, None)
+        file_format = ExportFormat(job.format)  # stored by queue_export_job, checked then
         export_id = secrets.token_hex(16)
         created = build_export(
             components,

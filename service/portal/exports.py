@@ -7,18 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from repositories.export_jobs import ExportJob, JobStatus
-from repositories.exports import ExportStatus
+from repositories.exports import ExportEntry, ExportStatus
 from repositories.providers import Provider, Role
-from service.accounts.ratelimit import RequestOrigin
 from service.domain.passwords import export_password, today_utc
 from service.errors import GoneError, NotFoundError
-from service.exports.jobs import ExportJobRunner, look_after, queue_export_job
+from service.exports.jobs import ExportJobRunner, look_after
 from service.exports.links import sign_download_token
 from service.exports.ports import ExportDeps
 from service.exports.purge import PURGE_AFTER
 from service.exports.registry import FILE_FORMATS
 
 LIST_SIZE = 20
+_LABELS = {file_format.format.value: file_format.label for file_format in FILE_FORMATS}
 
 
 @dataclass(frozen=True)
@@ -59,29 +59,16 @@ def format_choices() -> list[FormatChoice]:
     return [FormatChoice(f.names[0], f.label, f.description) for f in FILE_FORMATS]
 
 
-def start_export(
-    deps: ExportDeps,
-    runner: ExportJobRunner,
-    who: Provider,
-    format_value: str | None,
-    date_from: str | None,
-    date_to: str | None,
-    origin: RequestOrigin,
-) -> ExportJob:
-    """Queue an export for the signed-in person (InvalidInputError for a bad choice)."""
-    return queue_export_job(deps, runner, who.provider_id, format_value, date_from, date_to, origin)
-
-
 def export_rows(deps: ExportDeps, runner: ExportJobRunner, who: Provider) -> list[ExportRow]:
     """The person's latest exports (everyone's for an administrator), newest first; a job
     whose process is gone is taken over on the way."""
     jobs = deps.repos.export_jobs.recent(None if who.role == Role.ADMIN else who.provider_id,
                                          LIST_SIZE)  # fmt: skip
-    rows = []
+    # The exports the ready jobs made, in one read rather than one per row.
+    made = deps.repos.exports.get_many([job.export_id for job in jobs if job.export_id])
     for job in jobs:
         look_after(deps, runner, job)
-        rows.append(_row(deps, job))
-    return rows
+    return [_row(job, made.get(job.export_id or "")) for job in jobs]
 
 
 def job_progress(
@@ -90,13 +77,13 @@ def job_progress(
     """One job's state, for the page's progress bar; 404 for another person's job."""
     job = _visible_job(deps, who, job_id)
     look_after(deps, runner, job)
-    return _row(deps, job)
+    return _row(job, _export_of(deps, job))
 
 
 def download_link(deps: ExportDeps, who: Provider, job_id: str) -> str:
     """A fresh signed link to a ready job's zip (the same link /extractData hands out)."""
     job = _visible_job(deps, who, job_id)
-    row = _row(deps, job)
+    row = _row(job, _export_of(deps, job))
     if row.status == "expired":
         raise GoneError("this export was deleted after 24 hours; start a new one")
     if job.export_id is None or row.status != JobStatus.READY:
@@ -123,20 +110,23 @@ def _visible_job(deps: ExportDeps, who: Provider, job_id: str) -> ExportJob:
     return job
 
 
-def _row(deps: ExportDeps, job: ExportJob) -> ExportRow:
+def _export_of(deps: ExportDeps, job: ExportJob) -> ExportEntry | None:
+    return deps.repos.exports.get(job.export_id) if job.export_id else None
+
+
+def _row(job: ExportJob, made: ExportEntry | None) -> ExportRow:
+    """How a job shows; `made` is the export it produced (None when none exists)."""
     status: str = job.status
     available_until = None
     if job.status == JobStatus.READY and job.export_id is not None:
-        entry = deps.repos.exports.get(job.export_id)
         available_until = job.finished_at + PURGE_AFTER if job.finished_at else None
-        gone = entry is None or entry.status == ExportStatus.PURGED
+        gone = made is None or made.status == ExportStatus.PURGED
         if gone or (available_until is not None and available_until < datetime.now(UTC)):
             status = "expired"
-    labels = {f.format.value: f.label for f in FILE_FORMATS}
     return ExportRow(
         job_id=job.job_id,
         created_at=job.created_at,
-        format_label=labels.get(job.format, job.format),
+        format_label=_LABELS.get(job.format, job.format),
         days=_days(job.date_from, job.date_to),
         status=status,
         done=job.done,

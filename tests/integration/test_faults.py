@@ -27,7 +27,7 @@ from service.whatsapp.webhook import sign
 from tests.support.fakes.kms import FakeKms, handler_for
 from tests.support.servers import PRODUCTION_APP, eventually_ready, gunicorn
 from tests.support.stack import APP_SECRET
-from tests.support.whatsapp import Patient, post_signed, wait_for_replies
+from tests.support.whatsapp import Patient, post_signed, wait_for_replies, wait_until_sent
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ class RemotePatient:
         except requests.ConnectionError:
             return None
         if settled and status == 200:
-            self.wait_until(lambda stored: stored.get("outbox_pending") == 0)
+            wait_until_sent(self.components.repos.conversations, self.wa_id)
         return status
 
     def wait_until(self, condition, within: float = 10.0) -> dict:
