@@ -23,7 +23,7 @@ from devtools.devstack import ROOT
 from service.shell.app import MAX_BODY_BYTES
 from service.whatsapp.webhook import sign
 from tests.support.servers import gunicorn
-from tests.support.whatsapp import Patient, sender_of
+from tests.support.whatsapp import Patient, replies_sent
 
 WEBHOOK = "/getIncomingMessages"
 WA_ID = "34612345678"
@@ -39,8 +39,7 @@ def post_raw(client, raw: bytes, secret: str | None, content_type: str | None = 
     once the replies it queued were sent."""
     headers = {"X-Hub-Signature-256": sign(secret, raw)} if secret else {}
     response = client.post(WEBHOOK, data=raw, content_type=content_type, headers=headers)
-    assert sender_of(client).wait_idle(30)
-    return response
+    return replies_sent(client, response)
 
 
 def conversations(components) -> dict[str, dict]:

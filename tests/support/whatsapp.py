@@ -10,7 +10,6 @@ from flask.testing import FlaskClient
 
 from blueprints.context import EXTENSION_KEY
 from devtools import payloads
-from service.conversation.sender import ReplySender
 from service.whatsapp.webhook import sign
 from tests.support.fakes.graph import FakeGraphApi
 
@@ -29,14 +28,16 @@ def post_signed(client: FlaskClient, secret: str, payload: dict | bytes, path: s
         content_type="application/json",
         headers={"X-Hub-Signature-256": sign(secret, raw)},
     )
-    if response.status_code == 200:  # a refused delivery queued nothing to wait for
-        assert sender_of(client).wait_idle(30), "the sender did not finish within 30 s"
+    return replies_sent(client, response)
+
+
+def replies_sent(client: FlaskClient, response):
+    """Return a webhook's response once the app's sender sent what it queued (a refused
+    delivery queued nothing to wait for)."""
+    if response.status_code == 200:
+        sender = client.application.extensions[EXTENSION_KEY].sender
+        assert sender.wait_idle(30), "the sender did not finish within 30 s"
     return response
-
-
-def sender_of(client: FlaskClient) -> ReplySender:
-    """The sender of the app behind a test client."""
-    return client.application.extensions[EXTENSION_KEY].sender
 
 
 @dataclass
